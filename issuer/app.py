@@ -1,0 +1,229 @@
+"""The Flask app factory: builds every long-lived object once and wires the routes.
+
+Everything a request needs hangs off ``app.extensions["issuer"]`` (an
+:class:`IssuerContext`); there is no module-level state, so tests build as
+many independent apps as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, g, request
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .audit import AuditWriter
+from .db import Database
+from .errors import (
+    ConfigurationError,
+    InvalidRequest,
+    IssuerError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    TemporarilyUnavailable,
+)
+from .exchange import Exchanger
+from .identity.jwks import JwksCache
+from .keys import KeyStore
+from .oauth.capabilities import CapabilityIntrospection, CapabilityRevocation, CapabilityStore
+from .oauth.client_auth import PrivateKeyJwt, authenticate_basic, authenticate_post
+from .oauth.rfc8414 import INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, TOKEN_PATH, WELL_KNOWN_PATH, build_metadata
+from .oauth.rfc8693 import TokenExchangeGrant
+from .oauth.server import IssuerServer
+from .registry import SnapshotCache
+from .replay import MemoryReplayCache, RedisReplayCache, ReplayCache
+from .settings import Settings, load_settings
+
+__all__ = ["IssuerContext", "create_app"]
+
+log = logging.getLogger("issuer")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass
+class IssuerContext:
+    settings: Settings
+    db: Database
+    keys: KeyStore
+    snapshots: SnapshotCache
+    jwks: JwksCache
+    exchanger: Exchanger
+    server: IssuerServer
+    capabilities: CapabilityStore
+    metadata_body: bytes
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask("issuer")
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    db = Database(settings.database_url, pool_size=settings.threads + 2)
+    keys = KeyStore(settings.keys_dir, retention=settings.key_retention, refresh_interval=settings.refresh_interval)
+    pepper = keys.pepper()
+    keys.signing_key()  # fail at start-up, not on the first request, when `issuer init` was not run
+    snapshots = SnapshotCache(db, pepper, settings.refresh_interval)
+    jwks = JwksCache(
+        max_age=settings.jwks_max_age,
+        refetch_cooldown=settings.jwks_refetch_cooldown,
+        http_timeout=settings.http_timeout,
+        allow_insecure_loopback=settings.allow_insecure_loopback,
+    )
+    replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else MemoryReplayCache()
+    exchanger = Exchanger(settings, snapshots, keys, jwks, AuditWriter(db))
+
+    server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id))
+    server.init_app(app)
+    server.register_client_auth_method("client_secret_basic", authenticate_basic)
+    server.register_client_auth_method("client_secret_post", authenticate_post)
+    server.register_client_auth_method(
+        "private_key_jwt", PrivateKeyJwt([settings.url, settings.url + TOKEN_PATH], replay, settings.leeway)
+    )
+    grant = type("BoundTokenExchangeGrant", (TokenExchangeGrant,), {"exchanger": exchanger})
+    server.register_grant(grant)
+    capabilities = CapabilityStore(settings.url, keys, db)
+    server.register_endpoint(CapabilityIntrospection(server, capabilities))
+    server.register_endpoint(CapabilityRevocation(server, capabilities))
+
+    import json
+
+    ctx = IssuerContext(
+        settings=settings, db=db, keys=keys, snapshots=snapshots, jwks=jwks, exchanger=exchanger,
+        server=server, capabilities=capabilities,
+        metadata_body=json.dumps(build_metadata(settings), separators=(",", ":")).encode(),
+    )
+    app.extensions["issuer"] = ctx
+    _routes(app, ctx)
+    _error_handlers(app, ctx)
+    return app
+
+
+def _routes(app: Flask, ctx: IssuerContext) -> None:
+    @app.before_request
+    def _request_id() -> None:
+        rid = request.headers.get("X-Request-Id", "")
+        g.request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers["X-Request-Id"] = g.get("request_id", "")
+        return resp
+
+    @app.get(WELL_KNOWN_PATH)
+    def metadata() -> Response:
+        return Response(ctx.metadata_body, mimetype="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+    @app.get(JWKS_PATH)
+    def jwks() -> Response:
+        return Response(ctx.keys.jwks_bytes(), mimetype="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+    @app.post(TOKEN_PATH)
+    def token() -> Response:
+        _form_only()
+        resp: Response = ctx.server.create_token_response()
+        return resp
+
+    @app.post(INTROSPECT_PATH)
+    def introspect() -> Response:
+        _form_only()
+        resp: Response = ctx.server.create_endpoint_response("introspection")
+        return resp
+
+    @app.post(REVOKE_PATH)
+    def revoke() -> Response:
+        _form_only()
+        resp: Response = ctx.server.create_endpoint_response("revocation")
+        return resp
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        checks: dict[str, str] = {}
+        try:
+            with ctx.db.session() as s:
+                s.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except SQLAlchemyError:
+            checks["database"] = "unavailable"
+        try:
+            ctx.keys.signing_key()
+            checks["keys"] = "ok"
+        except ConfigurationError:
+            checks["keys"] = "unavailable"
+        ok = all(v == "ok" for v in checks.values())
+        return _json({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+
+def _form_only() -> None:
+    """Token-endpoint parameters travel in a form body, never in the URL."""
+    if request.query_string:
+        raise InvalidRequest("parameters must be sent in the form body, not the query string")
+    if request.mimetype != _FORM:
+        raise InvalidRequest(f"Content-Type must be {_FORM}")
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    import json
+
+    return Response(json.dumps(body), status=status, mimetype="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
+def _error_response(err: IssuerError) -> Response:
+    status, body, headers = err()
+    import json
+
+    return Response(json.dumps(body), status=status, headers=headers)
+
+
+def _error_handlers(app: Flask, ctx: IssuerContext) -> None:
+    @app.errorhandler(IssuerError)
+    def _issuer_error(e: IssuerError) -> Response:
+        return _error_response(e)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> Response:
+        if isinstance(e, RequestEntityTooLarge):
+            return _error_response(PayloadTooLarge())
+        if e.code == 404:
+            return _error_response(NotFound())
+        if e.code == 405:
+            resp = _error_response(MethodNotAllowed())
+            if e.valid_methods:  # type: ignore[attr-defined]
+                resp.headers["Allow"] = ", ".join(e.valid_methods)  # type: ignore[attr-defined]
+            return resp
+        return _error_response(InvalidRequest(e.description or "bad request"))
+
+    @app.errorhandler(SQLAlchemyError)
+    def _db_error(e: SQLAlchemyError) -> Response:
+        log.error("database error: %s", type(e).__name__)
+        return _error_response(TemporarilyUnavailable("The issuer's database is unavailable."))
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> Response:
+        # Never a stack trace or an HTML page to the client.
+        log.error("unhandled %s on %s %s", type(e).__name__, request.method, request.path, exc_info=True)
+        if isinstance(e, ConfigurationError):  # e.g. the key folder became unreadable
+            return _error_response(TemporarilyUnavailable("The issuer is misconfigured or its keys are unavailable."))
+        resp = _error_response(IssuerError("internal error"))
+        resp.status_code = 500
+        return resp

@@ -1,0 +1,239 @@
+"""The token-exchange decision: who is asking, for whom, for what; then mint.
+
+This module is the issuer's policy point and knows nothing of HTTP or Authlib:
+the RFC 8693 grant (:mod:`issuer.oauth.rfc8693`) parses and authenticates,
+then hands an :class:`ExchangeRequest` and the authenticated client here.
+
+Order of checks (each failure is a typed error, audited, and changes nothing):
+subject token (and actor token) -> target tool -> client's tool allowlist ->
+policy (default deny) -> lifetime -> sign -> audit commit -> response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from . import clock
+from .audit import AuditRecord, AuditWriter
+from .errors import InvalidGrant, InvalidTarget, IssuerError, TemporarilyUnavailable
+from .identity.jwks import JwksCache
+from .identity.types import TrustedIdp, VerifiedSubject
+from .identity.verify import verify_token
+from .keys import KeyStore
+from .minting import ACCESS_TOKEN_TYPE, CAPABILITY_TYP, Capability, actor_claim, build_claims, chain_depth, sign
+from .policy import Decision, Principal, Reason
+from .registry import ClientView, Snapshot, SnapshotCache, ToolView
+from .settings import Settings
+
+__all__ = ["SUBJECT_TOKEN_TYPES", "ExchangeRequest", "Exchanger", "decide"]
+
+log = logging.getLogger(__name__)
+
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
+_SELF = "__self__"
+
+
+@dataclass(frozen=True)
+class ExchangeRequest:
+    subject_token: str
+    subject_token_type: str
+    resource: str | None = None
+    audience: str | None = None
+    scopes: tuple[str, ...] | None = None
+    actor_token: str | None = None
+    actor_token_type: str | None = None
+    request_id: str = ""
+    client_addr: str | None = None
+
+
+class _Keys:
+    """Resolves verification keys: our own KeyStore for chained capabilities, the JWKS cache otherwise."""
+
+    def __init__(self, own: KeyStore, remote: JwksCache) -> None:
+        self._own = own
+        self._remote = remote
+
+    def key_for(self, idp: TrustedIdp, kid: str | None, alg: str) -> jwt.PyJWK:
+        if idp.name != _SELF:
+            return self._remote.key_for(idp, kid, alg)
+        if not kid:
+            raise InvalidGrant("subject_token: capability without kid")
+        jwks = self._own.jwks()
+        for k in jwks["keys"]:
+            if k["kid"] == kid:
+                if k.get("alg") != alg:
+                    raise InvalidGrant("subject_token: algorithm does not match the key")
+                return jwt.PyJWK(k, algorithm=alg)
+        raise InvalidGrant("subject_token: unknown key id")
+
+
+def decide(snapshot: Snapshot, principal: Principal, client: ClientView, tool: ToolView,
+           scopes: Sequence[str] | None) -> Decision:
+    """Client allowlist, then policy. Shared by the exchange and ``issuer policy test``."""
+    if tool.status != "active" or tool.name not in client.tools:
+        return Decision(
+            granted=False,
+            reason=Reason.CLIENT_NOT_ALLOWED_TOOL,
+            description=f"client {client.client_id} may not reach tool {tool.name}",
+            policy_version=snapshot.policy.version,
+        )
+    return snapshot.policy.decide(principal, client.client_id, tool.name, tool.scope_names, scopes)
+
+
+class Exchanger:
+    def __init__(
+        self, settings: Settings, snapshots: SnapshotCache, keys: KeyStore, jwks: JwksCache, audit: AuditWriter
+    ) -> None:
+        self.settings = settings
+        self.snapshots = snapshots
+        self.keys = keys
+        self.audit = audit
+        self._resolver = _Keys(keys, jwks)
+        self._self_idp = TrustedIdp(
+            name=_SELF, issuer=settings.url, namespace=_SELF, algorithms=("ES256", "EdDSA"), groups_claim="groups"
+        )
+
+    def exchange(self, client: ClientView, req: ExchangeRequest) -> Capability:
+        now = int(clock.now())
+        record = AuditRecord(
+            time=now, request_id=req.request_id, decision="denied", reason="invalid_request",
+            client_id=client.client_id, actor={"sub": client.client_id}, client_addr=req.client_addr,
+            requested_scopes=" ".join(req.scopes) if req.scopes is not None else None,
+        )
+        try:
+            return self._exchange(client, req, now, record)
+        except TemporarilyUnavailable:
+            raise
+        except IssuerError as e:
+            record.reason = record.reason if record.reason != "invalid_request" else str(e.error)
+            self.audit.record_denial(record)
+            raise
+
+    def _exchange(self, client: ClientView, req: ExchangeRequest, now: int, record: AuditRecord) -> Capability:
+        snapshot = self.snapshots.get()
+        subject, ceiling = self._verify_subject(snapshot, client, req)
+        record.idp, record.sub = subject.idp, subject.principal
+        record.actor = actor_claim(client.client_id, subject.act)
+        if req.actor_token is not None:
+            self._verify_actor(snapshot, client, req)
+        tool = self._target(snapshot, req)
+        record.tool = tool.name
+        principal = Principal(idp=subject.idp, sub=subject.sub, groups=subject.groups, attributes=subject.attributes)
+        decision = decide(snapshot, principal, client, tool, req.scopes)
+        record.policy_version, record.rule_id = decision.policy_version, decision.rule_id
+        if not decision.granted:
+            record.reason = decision.reason
+            decision.raise_for_denial()
+        lifetime = min(
+            self.settings.token_lifetime,
+            client.max_lifetime or self.settings.token_lifetime,
+            decision.max_lifetime or self.settings.token_lifetime,
+            ceiling - now,
+        )
+        if lifetime < 1:
+            record.reason = "subject_expiring"
+            raise InvalidGrant("subject_token: expires too soon to delegate")
+        claims = build_claims(
+            issuer=self.settings.url,
+            principal=subject.principal,
+            audience=tool.resource_uri,
+            client_id=client.client_id,
+            subject_act=subject.act,
+            scopes=decision.scopes,
+            groups=sorted(subject.groups),
+            now=now,
+            lifetime=lifetime,
+            policy_version=decision.policy_version,
+            txn=_str_or_none(subject.claims.get("txn")) if subject.claims.get("iss") == self.settings.url else None,
+        )
+        token = sign(claims, self.keys.signing_key())
+        record.decision, record.reason = "granted", decision.reason
+        record.granted_scopes = claims["scope"]
+        record.jti, record.expires_at = claims["jti"], claims["exp"]
+        self.audit.commit_grant(record)
+        return Capability(token=token, claims=claims, expires_in=lifetime)
+
+    # -- subject ------------------------------------------------------------------
+    def _verify_subject(
+        self, snapshot: Snapshot, client: ClientView, req: ExchangeRequest
+    ) -> tuple[VerifiedSubject, int]:
+        """Returns the subject and the latest expiry a capability for it may have."""
+        chained = _unverified_issuer(req.subject_token) == self.settings.url
+        verified = verify_token(
+            req.subject_token,
+            idps_by_issuer={self.settings.url: self._self_idp} if chained else snapshot.idps_by_issuer,
+            keys=self._resolver,
+            audience=client.resource_uri,
+            leeway=self.settings.leeway,
+            what="subject_token",
+            required_typ=CAPABILITY_TYP if chained else None,
+        )
+        if verified.may_act is not None and verified.may_act.get("sub") != client.client_id:
+            raise InvalidGrant("subject_token: may_act does not allow this client")
+        if verified.idp != _SELF:
+            return verified, verified.exp
+        return self._chained(snapshot, client, verified), verified.exp
+
+    def _chained(self, snapshot: Snapshot, client: ClientView, cap: VerifiedSubject) -> VerifiedSubject:
+        """A capability we minted, presented by the tool it was for, to call onwards."""
+        if not client.may_chain:
+            raise InvalidGrant("subject_token: this client may not present capabilities (chaining)")
+        claims = cap.claims
+        if chain_depth(claims.get("act")) >= self.settings.max_chain_depth:
+            raise InvalidGrant("subject_token: delegation chain too deep")
+        namespace, sep, raw_sub = cap.sub.partition(":")
+        idp = snapshot.idps_by_namespace.get(namespace)
+        if not sep or idp is None or not idp.enabled:
+            raise InvalidGrant("subject_token: subject from an unknown identity provider")
+        return VerifiedSubject(
+            idp=idp.name, namespace=idp.namespace, sub=raw_sub, groups=cap.groups, attributes={},
+            claims=claims, exp=cap.exp, act=claims.get("act"), may_act=None, scope=cap.scope,
+        )
+
+    def _verify_actor(self, snapshot: Snapshot, client: ClientView, req: ExchangeRequest) -> None:
+        if req.actor_token_type not in SUBJECT_TOKEN_TYPES:
+            raise InvalidGrant("actor_token: unsupported actor_token_type")
+        actor = verify_token(
+            req.actor_token or "",
+            idps_by_issuer=snapshot.idps_by_issuer,
+            keys=self._resolver,
+            audience=self.settings.url,
+            leeway=self.settings.leeway,
+            what="actor_token",
+        )
+        if actor.sub != client.client_id:
+            raise InvalidGrant("actor_token: its subject is not the authenticated client")
+
+    # -- target -------------------------------------------------------------------
+    @staticmethod
+    def _target(snapshot: Snapshot, req: ExchangeRequest) -> ToolView:
+        tool: ToolView | None
+        if req.resource is not None:
+            tool = snapshot.tools_by_resource.get(req.resource)
+        elif req.audience is not None:
+            tool = snapshot.tools_by_name.get(req.audience) or snapshot.tools_by_resource.get(req.audience)
+        else:
+            raise InvalidTarget("one target is required: resource or audience")
+        if tool is None:
+            raise InvalidTarget("unknown target")
+        return tool
+
+
+def _unverified_issuer(token: str) -> str | None:
+    """Peek at ``iss`` only to choose the verification path; everything is verified after."""
+    try:
+        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return None
+    return iss if isinstance(iss, str) else None
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) and 0 < len(v) <= 100 else None
+

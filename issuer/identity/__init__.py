@@ -1,0 +1,1 @@
+"""Trusted identity providers: their keys, and the verification of the tokens they sign."""

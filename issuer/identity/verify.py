@@ -1,0 +1,299 @@
+"""Verify a subject or actor token from a trusted identity provider.
+
+Everything in a token is attacker-controlled until its signature has been
+checked with a key from the provider's registered key set, so the order of
+the checks matters: the header and the claimed issuer only ever select among
+things we already trust (an allowlisted algorithm, a registered provider, a
+key from its registered set); they never supply a key or an algorithm.
+
+Failure descriptions are fixed strings: a client sees why its token was
+refused, but nothing of the token is echoed back (into responses or logs).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any, NoReturn, Protocol
+
+import jwt
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+
+from ..errors import InvalidGrant
+from .types import ASYMMETRIC_ALGORITHMS, TrustedIdp, VerifiedSubject
+
+__all__ = ["MAX_GROUPS", "MAX_TOKEN_LENGTH", "KeyResolver", "verify_token"]
+
+#: Larger than any reasonable access or ID token, small enough that parsing an
+#: unauthenticated one costs next to nothing.
+MAX_TOKEN_LENGTH = 16 * 1024
+MAX_GROUPS = 1000
+MAX_SUBJECT_LENGTH = 255
+#: ``act`` nests one level per delegation hop; real chains are short.
+MAX_ACT_DEPTH = 16
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+#: Control, format (bidi overrides, zero-width), surrogate and line/paragraph
+#: separator characters: none belongs in an identifier that policy matches and
+#: audit logs print.
+_UNCLEAN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+class KeyResolver(Protocol):
+    """Where verification keys come from (JwksCache in production)."""
+
+    def key_for(self, idp: TrustedIdp, kid: str | None, alg: str) -> jwt.PyJWK: ...
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Duplicate members are how two parsers get to disagree about a token.
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Malformed
+        out[k] = v
+    return out
+
+
+def _no_constant(_: str) -> NoReturn:
+    raise _Malformed  # NaN / Infinity are not JSON
+
+
+def _json_object(segment: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (binascii.Error, ValueError, RecursionError, _Malformed):
+        raise _Malformed from None
+    if not isinstance(value, dict):
+        raise _Malformed
+    return value
+
+
+def _clean(text: str) -> bool:
+    return not any(unicodedata.category(ch) in _UNCLEAN_CATEGORIES for ch in text)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    # math.isfinite would overflow on a huge int; ints are finite anyway.
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _normalise_typ(typ: str) -> str:
+    typ = typ.lower()
+    return typ[len("application/") :] if typ.startswith("application/") else typ
+
+
+_PYJWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "expired"),
+    (jwt.ImmatureSignatureError, "not yet valid"),
+    (jwt.InvalidAudienceError, "audience does not include this client"),
+    (jwt.InvalidIssuerError, "issuer mismatch"),
+    (jwt.InvalidSignatureError, "bad signature"),
+    (jwt.InvalidAlgorithmError, "algorithm not allowed"),
+    (jwt.InvalidIssuedAtError, "malformed iat"),
+    (InvalidSubjectError, "malformed sub"),
+    (InvalidJTIError, "malformed jti"),
+    (jwt.DecodeError, "malformed token"),
+    (jwt.InvalidKeyError, "key is unusable"),
+)
+_REQUIRED = ("exp", "iss", "aud")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        # Only name claims we asked for: the name must never come from the token.
+        return f"missing {exc.claim} claim" if exc.claim in _REQUIRED else "missing claim"
+    for cls, text in _PYJWT_ERRORS:
+        if isinstance(exc, cls):
+            return text
+    return "invalid token"
+
+
+def verify_token(
+    token: str,
+    *,
+    idps_by_issuer: Mapping[str, TrustedIdp],
+    keys: KeyResolver,
+    audience: str,
+    leeway: int,
+    what: str = "subject_token",
+    required_typ: str | None = None,
+) -> VerifiedSubject:
+    """Verify ``token`` and say who it is about, or raise InvalidGrant.
+
+    ``audience`` is this client's identifier: a token issued for anyone else
+    is refused, so a client cannot pass through a token that was meant for a
+    different service. KeyResolver errors other than InvalidGrant (a provider
+    outage: TemporarilyUnavailable) propagate unchanged.
+    """
+
+    def fail(reason: str) -> NoReturn:
+        # "from None" even outside an except block: no PyJWT exception (or
+        # token fragment in its message) ever rides along as __context__.
+        raise InvalidGrant(f"{what}: {reason}") from None
+
+    # 1. Shape, before any parsing work worth the name.
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        fail("malformed token" if not isinstance(token, str) else "token too large")
+    segments = token.split(".")
+    if len(segments) != 3 or not all(_SEGMENT.fullmatch(s) for s in segments):
+        fail("malformed token")
+    try:
+        header = _json_object(segments[0])
+        unverified = _json_object(segments[1])
+    except _Malformed:
+        fail("malformed token")
+    if "crit" in header:
+        fail("unsupported critical header")
+
+    # 2. Algorithm: asymmetric only. "none" and HS* (the "public key as HMAC
+    # secret" attack) end here, before any key is looked up.
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
+        fail("algorithm not allowed")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        fail("malformed token")
+
+    # 3. Issuer: exact match against the registry, no normalisation.
+    iss = unverified.get("iss")
+    idp = idps_by_issuer.get(iss) if isinstance(iss, str) else None
+    if idp is None:
+        fail("untrusted issuer")
+    if not idp.enabled:
+        fail("issuer is disabled")
+    if alg not in idp.algorithms:
+        fail("algorithm not allowed for this issuer")
+
+    # 4. Key: from the provider's registered set only. Header members that
+    # name a key (jku, x5u, x5c, jwk) are never read.
+    try:
+        key = keys.key_for(idp, kid, alg)
+    except InvalidGrant as exc:
+        fail(str(exc.description).removeprefix(f"{what}: "))
+
+    # 5. Signature and registered claims.
+    try:
+        claims = jwt.decode(
+            token,
+            key=key,
+            algorithms=[alg],
+            audience=audience,
+            issuer=idp.issuer,
+            leeway=leeway,
+            options={"require": list(_REQUIRED)},
+        )
+    except jwt.PyJWTError as exc:
+        fail(_describe(exc))
+    except (TypeError, ValueError):
+        fail("malformed token")
+    for name in ("exp", "nbf", "iat"):
+        if name in claims and not _is_number(claims[name]):
+            fail(f"malformed {name}")
+
+    # 6. Token type, when the caller requires one (e.g. RFC 9068 at+jwt).
+    if required_typ is not None:
+        typ = header.get("typ")
+        if not isinstance(typ, str) or _normalise_typ(typ) != _normalise_typ(required_typ):
+            fail("wrong token type")
+
+    # 7. Subject.
+    sub = claims.get(idp.subject_claim)
+    if sub is None:
+        fail("missing subject")
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_LENGTH or not _clean(sub):
+        fail("invalid subject")
+
+    return VerifiedSubject(
+        idp=idp.name,
+        namespace=idp.namespace,
+        sub=sub,
+        groups=_groups(claims, idp.groups_claim, fail),
+        attributes=_attributes(claims, idp.attribute_claims),
+        claims=claims,
+        exp=int(claims["exp"]),
+        act=_actor_claim(claims, "act", fail),
+        may_act=_actor_claim(claims, "may_act", fail),
+        scope=_scope(claims, fail),
+    )
+
+
+# ----------------------------------------------------------------------- claim parsers
+
+
+class _Fail(Protocol):
+    def __call__(self, reason: str) -> NoReturn: ...
+
+
+def _groups(claims: Mapping[str, Any], name: str, fail: _Fail) -> frozenset[str]:
+    """Groups feed policy, so an unexpected shape is refused, never guessed at."""
+    if name not in claims:
+        return frozenset()
+    value = claims[name]
+    if isinstance(value, str):
+        items: list[Any] = value.split()
+    elif isinstance(value, list):
+        items = value
+    else:
+        fail("invalid groups claim")
+    if len(items) > MAX_GROUPS:
+        fail("too many groups")
+    if not all(isinstance(g, str) and _clean(g) for g in items):
+        fail("invalid groups claim")
+    return frozenset(g for g in items if g)
+
+
+def _attributes(claims: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Copy only allowlisted, simply-typed claims: policy and templates must not see anything richer."""
+    out: dict[str, Any] = {}
+    for name in allowed:
+        value = claims.get(name)
+        if isinstance(value, (str, int, bool)):
+            out[name] = value
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out[name] = list(value)
+    return out
+
+
+def _actor_claim(claims: Mapping[str, Any], name: str, fail: _Fail) -> Mapping[str, Any] | None:
+    """``act`` / ``may_act`` (RFC 8693 section 4): objects naming a ``sub``; ``act`` may nest."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    node, depth = value, 0
+    while True:
+        if not isinstance(node, dict) or not isinstance(node.get("sub"), str) or not node["sub"]:
+            fail(f"invalid {name} claim")
+        if "act" not in node:
+            break
+        depth += 1
+        if depth >= MAX_ACT_DEPTH:
+            fail(f"invalid {name} claim")
+        node = node["act"]
+    return value  # type: ignore[no-any-return]
+
+
+def _scope(claims: Mapping[str, Any], fail: _Fail) -> frozenset[str]:
+    """``scope`` (RFC 8693/9068: a space-separated string) or ``scp`` (a list, or a string at Entra ID)."""
+    for name in ("scope", "scp"):
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, str):
+            return frozenset(value.split())
+        if isinstance(value, list) and all(isinstance(v, str) and " " not in v for v in value):
+            return frozenset(v for v in value if v)
+        fail(f"invalid {name} claim")
+    return frozenset()

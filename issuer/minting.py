@@ -1,0 +1,90 @@
+"""Capability tokens: the claims of DESIGN section 3, signed as an RFC 9068 JWT.
+
+Minting is pure computation on an already-made decision; it does no I/O.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .keys import SigningKey
+
+__all__ = ["ACCESS_TOKEN_TYPE", "CAPABILITY_TYP", "Capability", "actor_claim", "build_claims", "chain_depth", "sign"]
+
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+CAPABILITY_TYP = "at+jwt"
+
+
+@dataclass(frozen=True)
+class Capability:
+    token: str
+    claims: Mapping[str, Any]
+    expires_in: int
+
+
+def new_jti() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def build_claims(
+    *,
+    issuer: str,
+    principal: str,
+    audience: str,
+    client_id: str,
+    subject_act: Mapping[str, Any] | None,
+    scopes: Sequence[str],
+    groups: Sequence[str],
+    now: int,
+    lifetime: int,
+    policy_version: int,
+    txn: str | None,
+    jti: str | None = None,
+) -> dict[str, Any]:
+    """The payload. ``act`` names the client and nests the subject token's own
+    delegation chain (RFC 8693 section 4.1), so the upstream sees every hop."""
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": principal,
+        "aud": audience,
+        "client_id": client_id,
+        "act": actor_claim(client_id, subject_act),
+        "scope": " ".join(scopes),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "jti": jti or new_jti(),
+        "pol": policy_version,
+        "txn": txn or secrets.token_urlsafe(12),
+    }
+    if groups:
+        claims["groups"] = sorted(groups)
+    return claims
+
+
+def actor_claim(client_id: str, subject_act: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"sub": client}``, nesting the subject token's own ``act`` (RFC 8693 section 4.1)."""
+    act: dict[str, Any] = {"sub": client_id}
+    if subject_act:
+        act["act"] = dict(subject_act)
+    return act
+
+
+def sign(claims: Mapping[str, Any], key: SigningKey) -> str:
+    return jwt.encode(
+        dict(claims), key.private_key, algorithm=key.alg, headers={"kid": key.kid, "typ": CAPABILITY_TYP}
+    )
+
+
+def chain_depth(act: Mapping[str, Any] | None) -> int:
+    """Number of actors in a nested ``act`` chain."""
+    depth = 0
+    while isinstance(act, Mapping):
+        depth += 1
+        act = act.get("act")
+    return depth

@@ -1,0 +1,8 @@
+"""The OAuth 2.0 layer, grouped by the standard each module implements.
+
+* :mod:`.server`   - Authlib's Flask AuthorizationServer, form-body only, errors normalised
+* :mod:`.client_auth` - RFC 6749 section 2.3 / RFC 7523 client authentication
+* :mod:`.rfc8693`  - the token-exchange grant
+* :mod:`.rfc8414`  - authorization server metadata
+* :mod:`.rfc7662`, :mod:`.rfc7009` - introspection and revocation of capabilities
+"""

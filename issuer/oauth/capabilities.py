@@ -1,0 +1,120 @@
+"""RFC 7662 introspection and RFC 7009 revocation of the capabilities this issuer minted.
+
+https://www.rfc-editor.org/rfc/rfc7662 , https://www.rfc-editor.org/rfc/rfc7009
+
+A capability is a self-contained JWT, so "looking it up" means verifying its
+signature with our own published keys; revocation records the ``jti`` until
+the token would have expired anyway. A client may introspect or revoke only
+capabilities it was issued, or capabilities addressed to its own resource URI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from .. import clock
+from ..db import Database
+from ..keys import KeyStore
+from ..minting import CAPABILITY_TYP
+from ..models import RevokedToken
+from ..registry import ClientView
+
+__all__ = ["CapabilityIntrospection", "CapabilityRecord", "CapabilityRevocation", "CapabilityStore"]
+
+_CLIENT_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+@dataclass(frozen=True)
+class CapabilityRecord:
+    claims: dict[str, Any]
+    revoked: bool
+
+    def is_expired(self) -> bool:
+        return int(self.claims["exp"]) <= int(clock.now())
+
+    def is_revoked(self) -> bool:
+        return self.revoked
+
+    def check_client(self, client: ClientView) -> bool:
+        return self.claims.get("client_id") == client.client_id or self.claims.get("aud") == client.resource_uri
+
+
+class CapabilityStore:
+    def __init__(self, issuer: str, keys: KeyStore, db: Database) -> None:
+        self._issuer = issuer
+        self._keys = keys
+        self._db = db
+
+    def find(self, token: str) -> CapabilityRecord | None:
+        """Verify one of our capabilities; None for anything else (never an error)."""
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.public_key(str(header.get("kid", "")))
+            typ = str(header.get("typ", "")).lower().removeprefix("application/")
+            if key is None or typ != CAPABILITY_TYP or header.get("alg") not in ("ES256", "EdDSA"):
+                return None
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=[header["alg"]], issuer=self._issuer,
+                options={"verify_aud": False, "require": ["exp", "jti", "iss", "aud", "sub"]},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError):
+            return None
+        with self._db.serving() as s:
+            revoked = s.get(RevokedToken, str(claims["jti"])) is not None
+        return CapabilityRecord(claims, revoked)
+
+    def revoke(self, record: CapabilityRecord, by: str) -> None:
+        values = {
+            "jti": str(record.claims["jti"]),
+            "expires_at": datetime.fromtimestamp(int(record.claims["exp"]), UTC),
+            "revoked_at": datetime.fromtimestamp(clock.now(), UTC),
+            "revoked_by": by,
+        }
+        with self._db.serving() as s:
+            dialect = s.get_bind().dialect.name
+            ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(RevokedToken).values(**values)
+            s.execute(ins.on_conflict_do_nothing(index_elements=["jti"]))
+
+
+
+class CapabilityIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = _CLIENT_METHODS
+    SUPPORTED_TOKEN_TYPES = ("access_token",)
+
+    def __init__(self, server: Any, store: CapabilityStore) -> None:
+        super().__init__(server)
+        self._store = store
+
+    def query_token(self, token: str, token_type_hint: str | None) -> CapabilityRecord | None:
+        return self._store.find(token)
+
+    def check_permission(self, token: CapabilityRecord, client: ClientView, request: Any) -> bool:
+        return token.check_client(client)
+
+    def introspect_token(self, token: CapabilityRecord) -> dict[str, Any]:
+        out = {k: v for k, v in token.claims.items()}
+        out.update(active=True, token_type="Bearer")
+        return out
+
+
+class CapabilityRevocation(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = _CLIENT_METHODS
+    SUPPORTED_TOKEN_TYPES = ("access_token",)
+
+    def __init__(self, server: Any, store: CapabilityStore) -> None:
+        super().__init__(server)
+        self._store = store
+
+    def query_token(self, token: str, token_type_hint: str | None) -> CapabilityRecord | None:
+        return self._store.find(token)
+
+    def revoke_token(self, token: CapabilityRecord, request: Any) -> None:
+        self._store.revoke(token, by=request.client.client_id)

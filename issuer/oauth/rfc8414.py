@@ -1,0 +1,43 @@
+"""OAuth 2.0 Authorization Server Metadata (RFC 8414).
+
+https://www.rfc-editor.org/rfc/rfc8414
+
+Built once per process from the settings; clients find every endpoint here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..identity.types import ASYMMETRIC_ALGORITHMS
+from ..settings import Settings
+from .rfc8693 import GRANT_TYPE, TokenExchangeGrant
+
+__all__ = ["INTROSPECT_PATH", "JWKS_PATH", "REVOKE_PATH", "TOKEN_PATH", "WELL_KNOWN_PATH", "build_metadata"]
+
+WELL_KNOWN_PATH = "/.well-known/oauth-authorization-server"
+TOKEN_PATH = "/token"
+JWKS_PATH = "/jwks.json"
+INTROSPECT_PATH = "/introspect"
+REVOKE_PATH = "/revoke"
+
+
+def build_metadata(settings: Settings) -> dict[str, Any]:
+    base = settings.url
+    methods = list(TokenExchangeGrant.TOKEN_ENDPOINT_AUTH_METHODS)
+    return {
+        "issuer": base,
+        "token_endpoint": base + TOKEN_PATH,
+        "jwks_uri": base + JWKS_PATH,
+        "introspection_endpoint": base + INTROSPECT_PATH,
+        "revocation_endpoint": base + REVOKE_PATH,
+        "grant_types_supported": [GRANT_TYPE],
+        "token_endpoint_auth_methods_supported": methods,
+        "token_endpoint_auth_signing_alg_values_supported": sorted(ASYMMETRIC_ALGORITHMS),
+        "introspection_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint_auth_methods_supported": methods,
+        "response_types_supported": [],
+        "authorization_details_types_supported": ["tool_invocation"],
+        "scopes_supported": [],
+        "service_documentation": "https://github.com/mcp-capability-issuer/issuer/tree/main/docs",
+    }

@@ -1,0 +1,124 @@
+"""OAuth 2.0 Token Exchange (RFC 8693) as an Authlib grant.
+
+https://www.rfc-editor.org/rfc/rfc8693
+
+The grant parses and checks the request's shape (section 2.1), authenticates
+the client with Authlib's registry, and hands the rest to
+:class:`issuer.exchange.Exchanger`, which owns the decision. The response is
+section 2.2.1's: ``access_token``, ``issued_token_type``, ``token_type``,
+``expires_in``, ``scope``; ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from authlib.oauth2.rfc6749.grants import BaseGrant, TokenEndpointMixin
+from flask import g, request
+
+from ..errors import InvalidRequest, InvalidTarget, UnauthorizedClient
+from ..exchange import SUBJECT_TOKEN_TYPES, Exchanger, ExchangeRequest
+from ..minting import ACCESS_TOKEN_TYPE
+from .client_auth import reject_multiple_methods
+
+__all__ = ["GRANT_TYPE", "TokenExchangeGrant"]
+
+GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+_SINGLE = (
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "scope",
+    "requested_token_type",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+)
+_MAX_TOKEN = 16 * 1024
+_MAX_SCOPES = 50
+
+
+class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
+    GRANT_TYPE = GRANT_TYPE
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+    #: set by the app factory: the decision service
+    exchanger: Exchanger
+
+    def validate_token_request(self) -> None:
+        form = self.request.form
+        for name in _SINGLE:
+            if len(form.getlist(name)) > 1:
+                raise InvalidRequest(f"parameter {name} is repeated")
+        reject_multiple_methods(self.request)
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(GRANT_TYPE):
+            raise UnauthorizedClient("this client may not use token exchange")
+        self.request.client = client
+        self._params = self._parse(form)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        cap = self.exchanger.exchange(self.request.client, self._params)
+        body = {
+            "access_token": cap.token,
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": cap.expires_in,
+            "scope": cap.claims["scope"],
+        }
+        return 200, body, self.TOKEN_RESPONSE_HEADER
+
+    def _parse(self, form: Any) -> ExchangeRequest:
+        subject_token = form.get("subject_token")
+        subject_type = form.get("subject_token_type")
+        if not subject_token:
+            raise InvalidRequest("subject_token is required")
+        if len(subject_token) > _MAX_TOKEN:
+            raise InvalidRequest("subject_token is too large")
+        if not subject_type:
+            raise InvalidRequest("subject_token_type is required")
+        if subject_type not in SUBJECT_TOKEN_TYPES:
+            raise InvalidRequest("unsupported subject_token_type")
+        actor_token, actor_type = form.get("actor_token"), form.get("actor_token_type")
+        if bool(actor_token) != bool(actor_type):
+            raise InvalidRequest("actor_token and actor_token_type go together")
+        if actor_type is not None and actor_type not in SUBJECT_TOKEN_TYPES:
+            raise InvalidRequest("unsupported actor_token_type")
+        if actor_token is not None and len(actor_token) > _MAX_TOKEN:
+            raise InvalidRequest("actor_token is too large")
+        requested = form.get("requested_token_type")
+        if requested is not None and requested != ACCESS_TOKEN_TYPE:
+            raise InvalidRequest("requested_token_type: only access_token is issued")
+        resources, audiences = form.getlist("resource"), form.getlist("audience")
+        if len(resources) + len(audiences) > 1:
+            raise InvalidTarget("exactly one target per capability: one resource or one audience")
+        if not resources and not audiences:
+            raise InvalidTarget("a target is required: resource or audience")
+        if resources and (not resources[0] or "#" in resources[0]):
+            raise InvalidTarget("resource must be an absolute URI without a fragment")
+        if "authorization_details" in form:
+            raise InvalidRequest("authorization_details is not accepted by this issuer version")
+        scope = form.get("scope")
+        scopes: tuple[str, ...] | None = None
+        if scope is not None:
+            parts = scope.split(" ")
+            if not scope or any(not p for p in parts):
+                raise InvalidRequest("scope must be space-separated scope tokens")
+            if len(parts) > _MAX_SCOPES:
+                raise InvalidRequest("too many scopes")
+            scopes = tuple(dict.fromkeys(parts))
+        return ExchangeRequest(
+            subject_token=subject_token,
+            subject_token_type=subject_type,
+            actor_token=actor_token,
+            actor_token_type=actor_type,
+            resource=resources[0] if resources else None,
+            audience=audiences[0] if audiences else None,
+            scopes=scopes,
+            request_id=g.get("request_id") or uuid.uuid4().hex,
+            client_addr=request.remote_addr,
+        )

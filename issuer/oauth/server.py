@@ -1,0 +1,91 @@
+"""Authlib's Flask AuthorizationServer, tightened.
+
+* Parameters come from the form body only: Authlib's Flask request merges the
+  query string in, and a token in a URL ends up in logs (RFC 6750 section 5.3,
+  MCP "tokens MUST NOT be included in the URI query string").
+* Every error leaves through :meth:`handle_error_response`, the one place
+  where errors become RFC 6749 section 5.2 JSON: a description is always
+  present and legal, ``invalid_client`` is always 401.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import cached_property
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Payload
+from flask import Response
+from flask import request as flask_request
+from werkzeug.datastructures import MultiDict
+
+from ..errors import InvalidClient, IssuerError, safe_description
+from ..registry import ClientView
+
+__all__ = ["FormOnlyRequest", "IssuerServer"]
+
+_DEFAULT_DESCRIPTIONS = {
+    "invalid_request": "The request is missing a parameter, repeats one, or is malformed.",
+    "invalid_client": "Client authentication failed.",
+    "unsupported_grant_type": "The grant type is not supported.",
+    "unauthorized_client": "The client may not use this grant type.",
+    "invalid_grant": "The grant is invalid.",
+    "unsupported_token_type": "The token type is not supported.",
+}
+
+
+class _FormPayload(OAuth2Payload):  # type: ignore[misc]
+    def __init__(self, form: MultiDict[str, str]) -> None:
+        self._form = form
+
+    @property
+    def data(self) -> MultiDict[str, str]:
+        return self._form
+
+    @cached_property
+    def datalist(self) -> defaultdict[str, list[str]]:
+        values: defaultdict[str, list[str]] = defaultdict(list)
+        for k in self._form:
+            values[k].extend(self._form.getlist(k))
+        return values
+
+
+class FormOnlyRequest(FlaskOAuth2Request):  # type: ignore[misc]
+    def __init__(self, request: Any) -> None:
+        super().__init__(request)
+        self.payload = _FormPayload(request.form)
+
+    @property
+    def args(self) -> MultiDict[str, str]:
+        return MultiDict()
+
+
+class IssuerServer(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, clients: Any) -> None:
+        super().__init__()
+        self._clients = clients
+
+    def query_client(self, client_id: str) -> ClientView | None:
+        client: ClientView | None = self._clients(client_id)
+        return client
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        """Capabilities are self-contained JWTs; the audit row is their record."""
+
+    def create_oauth2_request(self, request: Any) -> FormOnlyRequest:
+        return FormOnlyRequest(flask_request)
+
+    def handle_error_response(self, request: Any, error: Any) -> Response:
+        if not isinstance(error, IssuerError):
+            description = error.get_error_description() or error.description or ""
+            code = error.error or "invalid_request"
+            status = 401 if code == "invalid_client" else error.status_code
+            error = (InvalidClient if code == "invalid_client" else IssuerError)(
+                safe_description(description or _DEFAULT_DESCRIPTIONS.get(code, "The request failed."))
+            )
+            error.error, error.status_code = code, status
+        status, body, headers = error()
+        response: Response = self.handle_response(status, body, headers)
+        return response

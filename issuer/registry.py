@@ -1,0 +1,467 @@
+"""The registry: identity providers, tools, clients and policy versions.
+
+Two faces:
+
+* admin operations (``add_*``, ``list_*``, ``apply_policy``...), the one
+  service layer that the CLI and the admin API both call; every write bumps
+  ``config_state.generation`` in the same transaction;
+* :class:`Snapshot`, an immutable in-memory copy of everything the exchange
+  needs, and :class:`SnapshotCache`, which polls the generation at most once
+  per refresh interval and reloads on change. The exchange itself never reads
+  registry rows, and a change reaches every replica within seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from . import clock
+from .client_secrets import MIN_IMPORTED_SECRET_LENGTH, generate_secret, hash_secret, verify_secret
+from .db import Database
+from .errors import ConfigurationError
+from .identity.discovery import discover_jwks_uri
+from .identity.jwks import check_fetch_url
+from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp
+from .models import Client, ClientTool, ConfigState, IdentityProvider, PolicyVersion, Tool, ToolScope
+from .policy import CompiledPolicy, Decision, Principal, canonical_json, parse_policy, validate_references
+from .validation import check_issuer_url, check_name, check_public_jwks, check_resource_uri
+
+__all__ = [
+    "AUTH_METHODS",
+    "ClientView",
+    "ScopeSpec",
+    "Snapshot",
+    "SnapshotCache",
+    "ToolView",
+    "add_client",
+    "add_idp",
+    "add_tool",
+    "apply_policy",
+    "list_clients",
+    "list_idps",
+    "list_tools",
+    "load_snapshot",
+    "show_policy",
+    "test_policy",
+]
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(clock.now(), UTC)
+
+
+# --------------------------------------------------------------------------- views
+
+
+@dataclass(frozen=True)
+class ScopeSpec:
+    name: str
+    description: str = ""
+    actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolView:
+    name: str
+    resource_uri: str
+    scopes: Mapping[str, ScopeSpec]
+    status: str = "active"
+    description: str = ""
+
+    @property
+    def scope_names(self) -> frozenset[str]:
+        return frozenset(self.scopes)
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """A registered MCP server, shaped for Authlib's client protocol."""
+
+    client_id: str
+    resource_uri: str
+    auth_methods: tuple[str, ...]
+    tools: frozenset[str]
+    secret_hash: str | None = field(default=None, repr=False)
+    pepper: bytes = field(default=b"", repr=False)
+    jwks: Mapping[str, Any] | None = None
+    max_lifetime: int | None = None
+    may_chain: bool = False
+    enabled: bool = True
+
+    # Authlib ClientMixin protocol --------------------------------------------
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return verify_secret(self.pepper, client_secret, self.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return self.enabled and method in self.auth_methods
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return self.enabled and grant_type == TOKEN_EXCHANGE
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    generation: int
+    idps_by_name: Mapping[str, TrustedIdp]
+    idps_by_issuer: Mapping[str, TrustedIdp]
+    idps_by_namespace: Mapping[str, TrustedIdp]
+    tools_by_name: Mapping[str, ToolView]
+    tools_by_resource: Mapping[str, ToolView]
+    clients: Mapping[str, ClientView]
+    policy: CompiledPolicy
+
+
+def _idp_view(row: IdentityProvider) -> TrustedIdp:
+    return TrustedIdp(
+        name=row.name,
+        issuer=row.issuer,
+        namespace=row.namespace,
+        algorithms=tuple(row.algorithms),
+        jwks_uri=row.jwks_uri,
+        jwks=row.jwks,
+        subject_claim=row.subject_claim,
+        groups_claim=row.groups_claim,
+        attribute_claims=tuple(row.attribute_claims or ()),
+        enabled=row.enabled,
+    )
+
+
+def _tool_view(row: Tool) -> ToolView:
+    scopes = {s.name: ScopeSpec(s.name, s.description, tuple(s.actions or ())) for s in row.scopes}
+    return ToolView(row.name, row.resource_uri, scopes, row.status, row.description)
+
+
+def _client_view(row: Client, pepper: bytes) -> ClientView:
+    return ClientView(
+        client_id=row.client_id,
+        resource_uri=row.resource_uri,
+        auth_methods=tuple(row.auth_methods),
+        tools=frozenset(ct.tool.name for ct in row.tools),
+        secret_hash=row.secret_hash,
+        pepper=pepper,
+        jwks=row.jwks,
+        max_lifetime=row.max_lifetime,
+        may_chain=row.may_chain,
+        enabled=row.enabled,
+    )
+
+
+def _generation(s: Session) -> int:
+    return int(s.execute(select(ConfigState.generation).where(ConfigState.id == 1)).scalar_one())
+
+
+def _bump(s: Session) -> None:
+    s.execute(update(ConfigState).where(ConfigState.id == 1).values(generation=ConfigState.generation + 1))
+
+
+def load_snapshot(db: Database, pepper: bytes) -> Snapshot:
+    with db.session() as s:
+        gen = _generation(s)
+        idps = [_idp_view(r) for r in s.scalars(select(IdentityProvider))]
+        tools = [_tool_view(r) for r in s.scalars(select(Tool).options(selectinload(Tool.scopes)))]
+        clients = [
+            _client_view(r, pepper)
+            for r in s.scalars(select(Client).options(selectinload(Client.tools).selectinload(ClientTool.tool)))
+        ]
+        latest = s.scalars(select(PolicyVersion).order_by(PolicyVersion.version.desc()).limit(1)).first()
+    policy = CompiledPolicy(latest.version, parse_policy(latest.document)) if latest else CompiledPolicy.empty()
+    return Snapshot(
+        generation=gen,
+        idps_by_name={i.name: i for i in idps},
+        idps_by_issuer={i.issuer: i for i in idps if i.enabled},
+        idps_by_namespace={i.namespace: i for i in idps},
+        tools_by_name={t.name: t for t in tools},
+        tools_by_resource={t.resource_uri: t for t in tools},
+        clients={c.client_id: c for c in clients},
+        policy=policy,
+    )
+
+
+class SnapshotCache:
+    """Holds the current snapshot; checks the generation at most every ``interval`` seconds."""
+
+    def __init__(self, db: Database, pepper: bytes, interval: float) -> None:
+        self._db = db
+        self._pepper = pepper
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._checked_at = -1e18
+
+    def get(self) -> Snapshot:
+        snap = self._snapshot
+        if snap is not None and clock.monotonic() - self._checked_at < self._interval:
+            return snap
+        with self._lock:
+            snap = self._snapshot
+            if snap is not None and clock.monotonic() - self._checked_at < self._interval:
+                return snap
+            with self._db.serving() as s:
+                gen = _generation(s)
+            if snap is None or gen != snap.generation:
+                snap = load_snapshot(self._db, self._pepper)
+                self._snapshot = snap
+            self._checked_at = clock.monotonic()
+            return snap
+
+    def invalidate(self) -> None:
+        self._checked_at = -1e18
+
+
+# --------------------------------------------------------------------------- identity providers
+
+
+def add_idp(
+    db: Database,
+    *,
+    name: str,
+    issuer: str,
+    jwks_uri: str | None = None,
+    jwks: Mapping[str, Any] | None = None,
+    algorithms: Sequence[str] = ("RS256", "ES256"),
+    subject_claim: str = "sub",
+    groups_claim: str = "groups",
+    attribute_claims: Sequence[str] = (),
+    namespace: str | None = None,
+    allow_insecure_loopback: bool = False,
+    discover: bool = True,
+    http_timeout: float = 3.0,
+) -> TrustedIdp:
+    check_name("name", name)
+    check_issuer_url("issuer", issuer)
+    namespace = check_name("namespace", namespace or name)
+    if ":" in namespace:
+        raise ConfigurationError("namespace: must not contain ':' (it separates namespace and subject)")
+    algs = tuple(dict.fromkeys(algorithms))
+    if not algs:
+        raise ConfigurationError("algorithms: at least one is required")
+    bad = [a for a in algs if a not in ASYMMETRIC_ALGORITHMS]
+    if bad:
+        raise ConfigurationError(
+            f"algorithms: {bad} not allowed; asymmetric only: {sorted(ASYMMETRIC_ALGORITHMS)}"
+        )
+    if jwks_uri and jwks:
+        raise ConfigurationError("give either --jwks-uri or --jwks-file, not both")
+    inline = check_public_jwks("jwks", jwks) if jwks is not None else None
+    if inline is None:
+        if jwks_uri:
+            check_fetch_url(jwks_uri, allow_insecure_loopback)
+        elif discover:
+            jwks_uri = discover_jwks_uri(issuer, allow_insecure_loopback=allow_insecure_loopback, timeout=http_timeout)
+        else:
+            raise ConfigurationError("a JWKS is required: --jwks-uri, --jwks-file, or discovery")
+    for f, v in (("subject-claim", subject_claim), ("groups-claim", groups_claim)):
+        if not v or not isinstance(v, str) or len(v) > 100:
+            raise ConfigurationError(f"{f}: must be a claim name")
+    row = IdentityProvider(
+        name=name,
+        issuer=issuer,
+        namespace=namespace,
+        jwks_uri=jwks_uri if inline is None else None,
+        jwks=inline,
+        algorithms=list(algs),
+        subject_claim=subject_claim,
+        groups_claim=groups_claim,
+        attribute_claims=list(dict.fromkeys(attribute_claims)),
+        enabled=True,
+        created_at=_now(),
+    )
+    _insert(db, row, f"identity provider {name!r}: name, issuer or namespace already registered")
+    return _idp_view(row)
+
+
+def list_idps(db: Database) -> list[TrustedIdp]:
+    with db.session() as s:
+        return [_idp_view(r) for r in s.scalars(select(IdentityProvider).order_by(IdentityProvider.name))]
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def add_tool(
+    db: Database, *, name: str, resource_uri: str, scopes: Sequence[ScopeSpec], description: str = ""
+) -> ToolView:
+    check_name("name", name)
+    check_resource_uri("resource", resource_uri)
+    if not scopes:
+        raise ConfigurationError("scopes: a tool needs at least one scope")
+    seen: set[str] = set()
+    for sc in scopes:
+        if not sc.name or len(sc.name) > 200 or any(c.isspace() or c in '"\\' for c in sc.name):
+            raise ConfigurationError(f"scope: {sc.name!r} is not a valid scope token (RFC 6749 section 3.3)")
+        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in sc.name):
+            raise ConfigurationError(f"scope: {sc.name!r} must be printable ASCII")
+        if sc.name in seen:
+            raise ConfigurationError(f"scope: {sc.name!r} given twice")
+        seen.add(sc.name)
+    row = Tool(name=name, resource_uri=resource_uri, description=description, status="active", created_at=_now())
+    row.scopes = [ToolScope(name=s.name, description=s.description, actions=list(s.actions)) for s in scopes]
+    _insert(db, row, f"tool {name!r}: name or resource URI already registered")
+    return _tool_view(row)
+
+
+def list_tools(db: Database) -> list[ToolView]:
+    with db.session() as s:
+        rows = s.scalars(select(Tool).options(selectinload(Tool.scopes)).order_by(Tool.name))
+        return [_tool_view(r) for r in rows]
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def add_client(
+    db: Database,
+    *,
+    client_id: str,
+    resource_uri: str,
+    tools: Sequence[str],
+    pepper: bytes,
+    auth_methods: Sequence[str] = ("client_secret_basic", "client_secret_post"),
+    jwks: Mapping[str, Any] | None = None,
+    max_lifetime: int | None = None,
+    may_chain: bool = False,
+    secret: str | None = None,
+    name: str = "",
+) -> tuple[ClientView, str | None]:
+    """Register a client. Returns the view and the secret, which is shown once and never stored."""
+    check_name("client_id", client_id)
+    check_resource_uri("resource", resource_uri)
+    methods = tuple(dict.fromkeys(auth_methods))
+    if not methods or any(m not in AUTH_METHODS for m in methods):
+        raise ConfigurationError(f"auth-method: choose from {list(AUTH_METHODS)}")
+    uses_secret = any(m.startswith("client_secret_") for m in methods)
+    if "private_key_jwt" in methods:
+        if jwks is None:
+            raise ConfigurationError("private_key_jwt needs the client's public keys: --jwks-file")
+        jwks = check_public_jwks("jwks", jwks)
+    elif jwks is not None:
+        raise ConfigurationError("--jwks-file is only for private_key_jwt clients")
+    if secret is not None:
+        if not uses_secret:
+            raise ConfigurationError("a secret is only for client_secret_basic/post clients")
+        if len(secret) < MIN_IMPORTED_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"secret: an imported secret needs at least {MIN_IMPORTED_SECRET_LENGTH} characters"
+            )
+    elif uses_secret:
+        secret = generate_secret()
+    if max_lifetime is not None and not 10 <= max_lifetime <= 900:
+        raise ConfigurationError("max-lifetime: between 10 and 900 seconds")
+    with db.session() as s:
+        tool_rows = {t.name: t for t in s.scalars(select(Tool).where(Tool.name.in_(list(tools))))}
+        missing = [t for t in tools if t not in tool_rows]
+        if missing:
+            raise ConfigurationError(f"tools: unknown tool(s) {missing}; register them with `issuer tool add`")
+    row = Client(
+        client_id=client_id,
+        name=name,
+        secret_hash=hash_secret(pepper, secret) if secret else None,
+        auth_methods=list(methods),
+        jwks=dict(jwks) if jwks else None,
+        resource_uri=resource_uri,
+        max_lifetime=max_lifetime,
+        may_chain=may_chain,
+        enabled=True,
+        created_at=_now(),
+    )
+    row.tools = [ClientTool(tool_id=tool_rows[t].id, tool=tool_rows[t]) for t in dict.fromkeys(tools)]
+    _insert(db, row, f"client {client_id!r}: client_id or resource URI already registered")
+    return _client_view(row, pepper), secret
+
+
+def list_clients(db: Database) -> list[ClientView]:
+    with db.session() as s:
+        rows = s.scalars(
+            select(Client).options(selectinload(Client.tools).selectinload(ClientTool.tool)).order_by(Client.client_id)
+        )
+        return [_client_view(r, b"") for r in rows]
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def apply_policy(db: Database, text: str, *, source: str, created_by: str) -> int:
+    """Validate a policy document against the registry and store it as the next version."""
+    doc = parse_policy(text, source)
+    with db.session() as s:
+        tools = {
+            t.name: frozenset(sc.name for sc in t.scopes)
+            for t in s.scalars(select(Tool).options(selectinload(Tool.scopes)))
+        }
+        clients = frozenset(s.scalars(select(Client.client_id)))
+        idps = frozenset(s.scalars(select(IdentityProvider.name)))
+        validate_references(doc, tools=tools, clients=clients, idps=idps)
+        # Serialise concurrent applies on the config row, so versions stay monotonic without gaps.
+        s.execute(select(ConfigState).where(ConfigState.id == 1).with_for_update())
+        version = int(s.execute(select(func.coalesce(func.max(PolicyVersion.version), 0))).scalar_one()) + 1
+        s.add(
+            PolicyVersion(
+                version=version,
+                document=text,
+                canonical=canonical_json(doc),
+                created_by=created_by,
+                created_at=_now(),
+            )
+        )
+        _bump(s)
+    return version
+
+
+def show_policy(db: Database, version: int | None = None) -> PolicyVersion | None:
+    with db.session() as s:
+        q = select(PolicyVersion)
+        q = q.where(PolicyVersion.version == version) if version else q.order_by(PolicyVersion.version.desc())
+        return s.scalars(q.limit(1)).first()
+
+
+def test_policy(
+    snapshot: Snapshot,
+    *,
+    sub: str,
+    idp: str | None,
+    groups: Sequence[str],
+    attributes: Mapping[str, Any],
+    client_id: str,
+    tool: str,
+    scopes: Sequence[str] | None,
+) -> Decision:
+    """Decide as an exchange would, without a token: for admins checking a policy."""
+    if idp is None:
+        if len(snapshot.idps_by_name) != 1:
+            raise ConfigurationError("--idp is required when more than one identity provider is registered")
+        idp = next(iter(snapshot.idps_by_name))
+    elif idp not in snapshot.idps_by_name:
+        raise ConfigurationError(f"--idp: unknown identity provider {idp!r}")
+    tool_view = snapshot.tools_by_name.get(tool)
+    if tool_view is None:
+        raise ConfigurationError(f"--tool: unknown tool {tool!r}")
+    if client_id not in snapshot.clients:
+        raise ConfigurationError(f"--client: unknown client {client_id!r}")
+    principal = Principal(idp=idp, sub=sub, groups=frozenset(groups), attributes=dict(attributes))
+    return snapshot.policy.decide(principal, client_id, tool, tool_view.scope_names, scopes)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _insert(db: Database, row: Any, conflict: str) -> None:
+    try:
+        with db.session() as s:
+            s.add(row)
+            _bump(s)
+    except IntegrityError:
+        raise ConfigurationError(conflict) from None

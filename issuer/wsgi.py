@@ -1,0 +1,51 @@
+"""``issuer serve``: the app under gunicorn, configured from the settings.
+
+Each worker builds its own app after the fork (no preload), so no database
+connection or lock crosses a fork.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .settings import Settings
+
+__all__ = ["serve"]
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self._settings = settings
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            if key in self.cfg.settings:  # options newer than the installed gunicorn are skipped
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from .app import create_app
+
+        return create_app(self._settings)
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": settings.threads,
+        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        "preload_app": False,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": settings.log_level,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "limit_request_line": 8190,
+        "control_socket_disable": True,  # replicas on one host must not fight over one socket path
+    }
+    _Gunicorn(settings, options).run()
