@@ -1,0 +1,70 @@
+"""The production path: `issuer init` and `issuer serve` (gunicorn) as a newcomer runs them, over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from tests.conftest import ACCESS_TOKEN, TOKEN_EXCHANGE, free_port
+from tests.support.fake_idp import FakeIdP
+
+BIN = Path(sys.executable).parent / "issuer"
+
+
+@pytest.fixture
+def served(tmp_path: Path, idp: FakeIdP):  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
+    env.update(ISSUER_URL=f"http://127.0.0.1:{port}", ISSUER_PORT=str(port), ISSUER_WORKERS="2",
+               ISSUER_DATABASE_URL=f"sqlite:///{tmp_path}/issuer.db", ISSUER_KEYS_DIR=str(tmp_path / "keys"),
+               ISSUER_ALLOW_INSECURE_LOOPBACK="true", ISSUER_REFRESH_INTERVAL="0")
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        res = subprocess.run([str(BIN), *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    run("init")
+    proc = subprocess.Popen([str(BIN), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield base, run, tmp_path
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def test_cli_configured_gunicorn_issuer_exchanges(served, idp: FakeIdP) -> None:  # type: ignore[no-untyped-def]
+    base, run, tmp_path = served
+    run("idp", "add", "idp-a", "--issuer", idp.issuer, "--alg", "ES256")  # keys found by discovery
+    run("tool", "add", "tickets", "--resource", "https://tickets.example", "--scope", "tickets:read")
+    out = run("client", "add", "mcp-helpdesk", "--resource", "https://mcp.helpdesk.example", "--tool", "tickets")
+    secret = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("client_secret: "))
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("rules:\n  - id: r1\n    idp: idp-a\n    groups: [support]\n    clients: [mcp-helpdesk]\n"
+                           "    tool: tickets\n    scopes: [tickets:read]\n")
+    assert "policy version 1" in run("policy", "apply", str(policy_file))
+    resp = httpx.post(base + "/token", auth=("mcp-helpdesk", secret), data={
+        "grant_type": TOKEN_EXCHANGE, "subject_token": idp.token(), "subject_token_type": ACCESS_TOKEN,
+        "resource": "https://tickets.example", "scope": "tickets:read"})
+    assert resp.status_code == 200, resp.text
+    jwks = httpx.get(base + "/jwks.json").json()
+    token = resp.json()["access_token"]
+    key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(token)["kid"]))
+    claims = jwt.decode(token, key, algorithms=["ES256"], audience="https://tickets.example", issuer=base)
+    assert claims["sub"] == "idp-a:alice" and claims["act"] == {"sub": "mcp-helpdesk"}
