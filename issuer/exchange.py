@@ -12,7 +12,7 @@ policy (default deny) -> lifetime -> sign -> audit commit -> response.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,9 @@ import jwt
 
 from . import clock
 from .audit import AuditRecord, AuditWriter
-from .errors import InvalidGrant, InvalidTarget, IssuerError, TemporarilyUnavailable
+from .errors import InvalidGrant, InvalidScope, InvalidTarget, IssuerError, TemporarilyUnavailable
 from .identity.jwks import JwksCache
-from .identity.types import TrustedIdp, VerifiedSubject
+from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp, VerifiedSubject
 from .identity.verify import verify_token
 from .keys import KeyStore
 from .minting import ACCESS_TOKEN_TYPE, CAPABILITY_TYP, Capability, actor_claim, build_claims, chain_depth, sign
@@ -130,6 +130,11 @@ class Exchanger:
         if not decision.granted:
             record.reason = decision.reason
             decision.raise_for_denial()
+        # A tool re-scoping its own capability (e.g. for a sub-component) may only narrow it.
+        chained_to_self = subject.claims.get("iss") == self.settings.url and tool.resource_uri == client.resource_uri
+        if chained_to_self and not set(decision.scopes) <= subject.scope:
+            record.reason = "chain_scope_widened"
+            raise InvalidScope("a chained capability may only narrow the presented capability's scopes")
         lifetime = min(
             self.settings.token_lifetime,
             client.max_lifetime or self.settings.token_lifetime,
@@ -197,11 +202,19 @@ class Exchanger:
         )
 
     def _verify_actor(self, snapshot: Snapshot, client: ClientView, req: ExchangeRequest) -> None:
+        """The actor token proves the client's identity: from a trusted provider, or self-signed
+        (``iss`` = ``sub`` = client_id) with the keys the client registered for private_key_jwt."""
         if req.actor_token_type not in SUBJECT_TOKEN_TYPES:
             raise InvalidGrant("actor_token: unsupported actor_token_type")
+        issuers: Mapping[str, TrustedIdp] = snapshot.idps_by_issuer
+        if client.jwks and _unverified_issuer(req.actor_token or "") == client.client_id:
+            issuers = {client.client_id: TrustedIdp(
+                name=f"client:{client.client_id}", issuer=client.client_id, namespace=_SELF,
+                algorithms=tuple(sorted(ASYMMETRIC_ALGORITHMS)), jwks=client.jwks,
+            )}
         actor = verify_token(
             req.actor_token or "",
-            idps_by_issuer=snapshot.idps_by_issuer,
+            idps_by_issuer=issuers,
             keys=self._resolver,
             audience=self.settings.url,
             leeway=self.settings.leeway,

@@ -113,3 +113,51 @@ def test_actor_token_must_name_the_client(live: LiveIssuer) -> None:
     wrong_aud = live.idp.token(sub="mcp-helpdesk", aud="https://elsewhere.example")
     error_of(live.exchange(extra=[("actor_token", wrong_aud), ("actor_token_type", ACCESS_TOKEN)]),
              400, "invalid_grant")
+
+
+def test_self_signed_actor_token_with_the_clients_registered_key(live: LiveIssuer) -> None:
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwk.update(kid="k1", alg="ES256")
+    secret = live.add_client("mcp-signer", "https://mcp.signer.example", ["tickets"],
+                             auth_methods=("client_secret_basic", "private_key_jwt"), jwks={"keys": [jwk]})
+    assert secret
+    live.apply("rules:\n  - id: r\n    idp: idp-a\n    groups: [support]\n    clients: [mcp-signer]\n"
+               "    tool: tickets\n    scopes: [tickets:read]\n")
+    now = int(time.time())
+
+    def actor(sub: str, signer: ec.EllipticCurvePrivateKey) -> str:
+        return jwt.encode({"iss": "mcp-signer", "sub": sub, "aud": live.url, "iat": now, "exp": now + 60},
+                          signer, algorithm="ES256", headers={"kid": "k1"})
+
+    user = live.idp.token(aud="https://mcp.signer.example")
+    ok = live.exchange("mcp-signer", user, extra=[("actor_token", actor("mcp-signer", key)),
+                                                  ("actor_token_type", ACCESS_TOKEN)])
+    assert ok.status_code == 200, ok.text
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    error_of(live.exchange("mcp-signer", user, extra=[("actor_token", actor("mcp-signer", stranger)),
+                                                      ("actor_token_type", ACCESS_TOKEN)]), 400, "invalid_grant")
+    error_of(live.exchange("mcp-signer", user, extra=[("actor_token", actor("someone-else", key)),
+                                                      ("actor_token_type", ACCESS_TOKEN)]), 400, "invalid_grant")
+
+
+def test_tool_rescoping_its_own_capability_may_only_narrow(live: LiveIssuer) -> None:
+    live.add_client("tickets-svc", "https://tickets.example", ["tickets", "files"], may_chain=True)
+    live.apply(CHAIN_POLICY + """
+  - id: tickets-svc-self
+    idp: idp-a
+    groups: [support]
+    clients: [tickets-svc]
+    tool: tickets
+    scopes: [tickets:read, tickets:write]
+""")
+    cap = _capability(live)  # tickets:read, aud https://tickets.example
+    widened = live.exchange("tickets-svc", cap, resource="https://tickets.example", scope="tickets:read tickets:write")
+    error_of(widened, 400, "invalid_scope")
+    same = live.exchange("tickets-svc", cap, resource="https://tickets.example", scope="tickets:read")
+    assert same.status_code == 200, same.text
