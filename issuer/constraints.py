@@ -742,7 +742,14 @@ def _merge_ops(key: str, left: dict[str, object], right: Mapping[str, object]) -
             if not common:
                 raise ConstraintError("conflicting in lists: no common value", key=key, operator=op)
             out[op] = common
-        elif op in ("prefix", "glob"):
+        elif op == "prefix":
+            # Both are normalised directory prefixes ending in '/': the deeper one admits
+            # only what both admit, so a request may narrow /home/alice/ to /home/alice/docs/.
+            if _under(str(theirs), str(ours)):
+                out[op] = theirs
+            elif not _under(str(ours), str(theirs)):
+                raise ConstraintError("conflicting prefix values: neither lies under the other", key=key, operator=op)
+        elif op == "glob":
             if ours != theirs:
                 raise ConstraintError(f"conflicting {op} values", key=key, operator=op)
         elif op == "min":
@@ -760,7 +767,8 @@ def merge(
     """A set that admits only what both ``a`` and ``b`` admit (e.g. policy AND request).
 
     Tightens where that is decidable: max of ``min``, min of ``max`` and
-    ``max_length``, intersection of ``in``.  Differing ``eq``/``prefix``/``glob``
+    ``max_length``, intersection of ``in``, the deeper of two nested ``prefix``
+    directories.  Differing ``eq``/``glob``, disjoint ``prefix``
     operands, an empty ``in`` intersection or an empty range raise
     :class:`ConstraintError` rather than producing a set that admits nothing.
     Operands are compared literally, so merge after filling templates.

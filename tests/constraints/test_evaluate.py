@@ -660,6 +660,15 @@ def test_merge_combines_different_operators_with_and() -> None:
 
 def test_merge_same_values_are_not_conflicts() -> None:
     assert merge({"a": {"prefix": "/srv"}}, {"a": {"prefix": "/srv/"}}) == {"a": {"prefix": "/srv/"}}
+
+
+def test_merge_keeps_the_deeper_of_nested_prefixes() -> None:
+    """A request narrows a session capability: /home/alice/ AND /home/alice/docs/ is /home/alice/docs/."""
+    narrowed = {"a": {"prefix": "/home/alice/docs/"}}
+    assert merge({"a": {"prefix": "/home/alice/"}}, narrowed) == narrowed
+    assert merge(narrowed, {"a": {"prefix": "/home/alice/"}}) == narrowed
+    with pytest.raises(ConstraintError):
+        merge({"a": {"prefix": "/home/alice/"}}, {"a": {"prefix": "/home/alicex/"}})  # not a path-boundary child
     assert merge({"a": {"eq": "x"}}, {"a": {"eq": "x"}}) == {"a": {"eq": "x"}}
     assert merge({"a": {"glob": "*"}}, {"a": {"glob": "*"}}) == {"a": {"glob": "*"}}
 
@@ -671,7 +680,6 @@ def test_merge_same_values_are_not_conflicts() -> None:
         ({"k": {"eq": 1}}, {"k": {"eq": True}}, "eq"),
         ({"k": {"eq": 1}}, {"k": {"eq": 1.0}}, "eq"),
         ({"k": {"prefix": "/a/"}}, {"k": {"prefix": "/b/"}}, "prefix"),
-        ({"k": {"prefix": "/a/"}}, {"k": {"prefix": "/a/b/"}}, "prefix"),
         ({"k": {"glob": "a*"}}, {"k": {"glob": "*a"}}, "glob"),
         ({"k": {"in": ["x"]}}, {"k": {"in": ["y"]}}, "in"),
         ({"k": {"min": 10}}, {"k": {"max": 5}}, "min"),
