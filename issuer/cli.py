@@ -343,8 +343,9 @@ def policy_show(env: _Env, version: int | None, as_json: bool) -> None:
 def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], claims: tuple[str, ...],
                 client_id: str, tool_name: str, scopes: tuple[str, ...], as_json: bool) -> None:
     """Show what the active policy decides for one request, and which rule decided."""
+    from .exchange import explain
     from .keys import KeyStore
-    from .registry import load_snapshot, test_policy
+    from .registry import load_snapshot
 
     attrs: dict[str, Any] = {}
     for c in claims:
@@ -355,22 +356,31 @@ def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], c
     attributes = {k: v[0] if len(v) == 1 else v for k, v in attrs.items()}
     group_list = [g for item in groups for g in item.split(",") if g]
     pepper = KeyStore(env.settings.keys_dir, retention=env.settings.key_retention).pepper()
-    decision = test_policy(
+    result = explain(
         load_snapshot(env.db, pepper), sub=sub, idp=idp, groups=group_list, attributes=attributes,
         client_id=client_id, tool=tool_name, scopes=list(scopes) or None,
     )
-    out = {"decision": "granted" if decision.granted else "denied", "reason": decision.reason,
-           "rule": decision.rule_id, "scopes": list(decision.scopes), "policy_version": decision.policy_version,
-           "max_lifetime": decision.max_lifetime, "description": decision.description}
+    decision = result.decision
+    granted = decision.granted and result.refusal is None
+    reason = str(result.refusal.error) if result.refusal is not None else str(decision.reason)
+    description = result.refusal.description if result.refusal is not None else decision.description
+    out = {"decision": "granted" if granted else "denied", "reason": reason,
+           "rule": decision.rule_id, "scopes": list(decision.scopes) if granted else [],
+           "policy_version": decision.policy_version, "max_lifetime": decision.max_lifetime,
+           "actions": list(result.actions), "constraints": result.constraints or {}, "description": description}
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"{'GRANTED' if decision.granted else 'DENIED'} ({decision.reason}) by rule {decision.rule_id or '-'} "
+    click.echo(f"{'GRANTED' if granted else 'DENIED'} ({reason}) by rule {decision.rule_id or '-'} "
                f"in policy version {decision.policy_version}")
-    if decision.granted:
+    if granted:
         click.echo(f"scopes: {' '.join(decision.scopes)}")
+        if result.actions:
+            click.echo(f"actions: {' '.join(result.actions)}")
+        if result.constraints:
+            click.echo(f"constraints: {json.dumps(result.constraints, sort_keys=True)}")
     else:
-        click.echo(decision.description)
+        click.echo(description)
 
 
 # ----------------------------------------------------------------------------- keys

@@ -20,7 +20,14 @@ import jwt
 
 from . import clock
 from .audit import AuditRecord, AuditWriter
-from .errors import InvalidGrant, InvalidScope, InvalidTarget, IssuerError, TemporarilyUnavailable
+from .errors import ConfigurationError, InvalidGrant, InvalidScope, InvalidTarget, IssuerError, TemporarilyUnavailable
+from .grant_details import (
+    RequestedDetail,
+    allowed_actions,
+    grant_details,
+    narrow_to_presented,
+    policy_constraints,
+)
 from .identity.jwks import JwksCache
 from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp, VerifiedSubject
 from .identity.verify import verify_token
@@ -30,7 +37,7 @@ from .policy import Decision, Principal, Reason
 from .registry import ClientView, Snapshot, SnapshotCache, ToolView
 from .settings import Settings
 
-__all__ = ["SUBJECT_TOKEN_TYPES", "ExchangeRequest", "Exchanger", "decide"]
+__all__ = ["SUBJECT_TOKEN_TYPES", "ExchangeRequest", "Exchanger", "Explanation", "decide", "explain"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ class ExchangeRequest:
     scopes: tuple[str, ...] | None = None
     actor_token: str | None = None
     actor_token_type: str | None = None
+    details: RequestedDetail | None = None
     request_id: str = ""
     client_addr: str | None = None
 
@@ -84,6 +92,46 @@ def decide(snapshot: Snapshot, principal: Principal, client: ClientView, tool: T
             policy_version=snapshot.policy.version,
         )
     return snapshot.policy.decide(principal, client.client_id, tool.name, tool.scope_names, scopes)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What an exchange for this user would get, for admins testing a policy."""
+
+    decision: Decision
+    constraints: Mapping[str, Any] | None = None
+    actions: tuple[str, ...] = ()
+    refusal: IssuerError | None = None
+
+
+def explain(
+    snapshot: Snapshot, *, sub: str, idp: str | None, groups: Sequence[str], attributes: Mapping[str, Any],
+    client_id: str, tool: str, scopes: Sequence[str] | None,
+) -> Explanation:
+    """The exchange's decision, filled constraints and actions, without a token."""
+    if idp is None:
+        if len(snapshot.idps_by_name) != 1:
+            raise ConfigurationError("--idp is required when more than one identity provider is registered")
+        idp = next(iter(snapshot.idps_by_name))
+    idp_view = snapshot.idps_by_name.get(idp)
+    tool_view = snapshot.tools_by_name.get(tool)
+    client = snapshot.clients.get(client_id)
+    if idp_view is None:
+        raise ConfigurationError(f"--idp: unknown identity provider {idp!r}")
+    if tool_view is None:
+        raise ConfigurationError(f"--tool: unknown tool {tool!r}")
+    if client is None:
+        raise ConfigurationError(f"--client: unknown client {client_id!r}")
+    principal = Principal(idp=idp, sub=sub, groups=frozenset(groups), attributes=dict(attributes))
+    decision = decide(snapshot, principal, client, tool_view, scopes)
+    if not decision.granted:
+        return Explanation(decision)
+    try:
+        constraints = policy_constraints(decision, sub=sub, attributes=attributes,
+                                         allowed_claims=idp_view.attribute_claims)
+    except IssuerError as e:
+        return Explanation(decision, refusal=e)
+    return Explanation(decision, constraints, tuple(sorted(allowed_actions(tool_view, decision))))
 
 
 class Exchanger:
@@ -135,6 +183,14 @@ class Exchanger:
         if chained_to_self and not set(decision.scopes) <= subject.scope:
             record.reason = "chain_scope_widened"
             raise InvalidScope("a chained capability may only narrow the presented capability's scopes")
+        idp = snapshot.idps_by_name.get(subject.idp)
+        constraints = policy_constraints(
+            decision, sub=subject.sub, attributes=subject.attributes,
+            allowed_claims=idp.attribute_claims if idp else (),
+        )
+        if chained_to_self:
+            constraints = narrow_to_presented(constraints, subject.claims.get("authorization_details"))
+        details = grant_details(tool=tool, decision=decision, requested=req.details, constraints=constraints)
         lifetime = min(
             self.settings.token_lifetime,
             client.max_lifetime or self.settings.token_lifetime,
@@ -156,6 +212,7 @@ class Exchanger:
             lifetime=lifetime,
             policy_version=decision.policy_version,
             txn=_str_or_none(subject.claims.get("txn")) if subject.claims.get("iss") == self.settings.url else None,
+            authorization_details=details,
         )
         token = sign(claims, self.keys.signing_key())
         record.decision, record.reason = "granted", decision.reason

@@ -45,6 +45,7 @@ def build_claims(
     policy_version: int,
     txn: str | None,
     jti: str | None = None,
+    authorization_details: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The payload. ``act`` names the client and nests the subject token's own
     delegation chain (RFC 8693 section 4.1), so the upstream sees every hop."""
@@ -64,6 +65,8 @@ def build_claims(
     }
     if groups:
         claims["groups"] = sorted(groups)
+    if authorization_details:
+        claims["authorization_details"] = [dict(d) for d in authorization_details]
     return claims
 
 

@@ -135,7 +135,8 @@ class LiveIssuer:
     def standard_setup(self) -> None:
         """The scenario most tests use: idp-a, tools tickets/files, clients helpdesk/other, a policy."""
         add_idp(self.db, name=self.idp.name, issuer=self.idp.issuer, jwks_uri=self.idp.jwks_uri,
-                algorithms=("ES256", "RS256"), allow_insecure_loopback=True)
+                algorithms=("ES256", "RS256"), attribute_claims=("projects", "tenant"),
+                allow_insecure_loopback=True)
         add_tool(self.db, name="tickets", resource_uri="https://tickets.example",
                  scopes=[ScopeSpec("tickets:read"), ScopeSpec("tickets:write")])
         add_tool(self.db, name="files", resource_uri="https://files.example", scopes=[ScopeSpec("files:read")])

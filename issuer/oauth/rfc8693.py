@@ -19,6 +19,7 @@ from flask import g, request
 
 from ..errors import InvalidRequest, InvalidTarget, UnauthorizedClient
 from ..exchange import SUBJECT_TOKEN_TYPES, Exchanger, ExchangeRequest
+from ..grant_details import parse_authorization_details
 from ..minting import ACCESS_TOKEN_TYPE
 from .client_auth import reject_multiple_methods
 
@@ -70,6 +71,8 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
             "expires_in": cap.expires_in,
             "scope": cap.claims["scope"],
         }
+        if "authorization_details" in cap.claims:
+            body["authorization_details"] = cap.claims["authorization_details"]
         return 200, body, self.TOKEN_RESPONSE_HEADER
 
     def _parse(self, form: Any) -> ExchangeRequest:
@@ -100,8 +103,10 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
             raise InvalidTarget("a target is required: resource or audience")
         if resources and (not resources[0] or "#" in resources[0]):
             raise InvalidTarget("resource must be an absolute URI without a fragment")
-        if "authorization_details" in form:
-            raise InvalidRequest("authorization_details is not accepted by this issuer version")
+        if len(form.getlist("authorization_details")) > 1:
+            raise InvalidRequest("parameter authorization_details is repeated")
+        raw_details = form.get("authorization_details")
+        details = parse_authorization_details(raw_details) if raw_details is not None else None
         scope = form.get("scope")
         scopes: tuple[str, ...] | None = None
         if scope is not None:
@@ -119,6 +124,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
             resource=resources[0] if resources else None,
             audience=audiences[0] if audiences else None,
             scopes=scopes,
+            details=details,
             request_id=g.get("request_id") or uuid.uuid4().hex,
             client_addr=request.remote_addr,
         )

@@ -25,6 +25,7 @@ from typing import Any, Final, NoReturn, TypeAlias
 import yaml
 from yaml.constructor import SafeConstructor
 
+from issuer.constraints import ConstraintError, validate_constraints
 from issuer.errors import ConfigurationError
 
 __all__ = [
@@ -604,6 +605,12 @@ class _Parser:
                 bad = True
         if bad:
             raise _Invalid
+        try:
+            # The grammar (operators, operand types, template syntax) is the constraint
+            # language's own; the same module evaluates it at the exchange and in the SDK.
+            validate_constraints(_thaw(out))
+        except ConstraintError as exc:
+            self.invalid(node, f"{what}: {exc}")
         return MappingProxyType(out)
 
 

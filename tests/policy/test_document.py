@@ -34,7 +34,7 @@ rules:
     allow_narrowing: true
     max_lifetime: 300
     actions: [read, list]
-    constraints: {path: {prefix: "/home/${sub}/", deny: [a, b]}}
+    constraints: {path: {prefix: "/home/${sub}/", in: [a, b]}}
   - id: everyone-search
     everyone: true
     clients: [mcp-search]
@@ -111,7 +111,7 @@ def test_canonical_json_round_trips_and_is_stable() -> None:
     assert body["default"] == "deny"
     assert [r["id"] for r in body["rules"]] == ["support-tickets-read", "everyone-search"]
     assert body["rules"][0]["clients"] == ["mcp-helpdesk", "mcp-other"]
-    assert body["rules"][0]["constraints"] == {"path": {"prefix": "/home/${sub}/", "deny": ["a", "b"]}}
+    assert body["rules"][0]["constraints"] == {"path": {"prefix": "/home/${sub}/", "in": ["a", "b"]}}
 
 
 def test_canonical_json_ignores_formatting_and_set_order() -> None:
@@ -136,7 +136,7 @@ def test_constraints_are_read_only_all_the_way_down() -> None:
     rule = parse_policy(FULL).rules[0]
     assert isinstance(rule.constraints, MappingProxyType)
     assert isinstance(rule.constraints["path"], MappingProxyType)
-    assert rule.constraints["path"]["deny"] == ("a", "b")
+    assert rule.constraints["path"]["in"] == ("a", "b")
     with pytest.raises(TypeError):
         rule.constraints["path"]["prefix"] = "/"  # type: ignore[index]
     with pytest.raises(TypeError):
@@ -600,3 +600,12 @@ def test_reference_errors_for_flow_lists_use_the_value_line() -> None:
 def test_policy_document_equality_is_semantic() -> None:
     doc = parse_policy(FULL)
     assert PolicyDocument(rules=doc.rules, source_text="other", source="x") == doc
+
+
+def test_constraint_grammar_is_checked_at_its_line() -> None:
+    """A typo in a constraint operator is an apply-time error, not a capability that constrains nothing."""
+    err = error_of(rule_text("scopes: [s]", "constraints:", "  path: {prefixx: \"/home/${sub}/\"}"))
+    assert err.line == 8
+    assert "unknown operator" in str(err)
+    err = error_of(rule_text("scopes: [s]", "constraints:", "  path: {prefix: \"/home/${user}/\"}"))
+    assert "path" in str(err)

@@ -1,0 +1,211 @@
+"""What a capability may touch: RFC 9396 ``authorization_details`` at the token endpoint.
+
+The policy decides the scopes; this module turns the deciding rules'
+constraint templates into concrete constraints for one user, and combines
+them with what the client asked for:
+
+* no ``authorization_details`` in the request: the capability carries the
+  policy's constraints and actions (if there are any);
+* ``constraints`` (a session capability): the request's constraints are
+  merged with the policy's (both must hold), so a request can only narrow;
+* ``arguments`` (one call): the arguments are checked against the policy's
+  constraints here, at the exchange, and the capability is bound to them.
+
+Every refusal is an IssuerError: malformed input is ``invalid_request``, a
+wrong location ``invalid_target``, anything outside the grant ``invalid_scope``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .constraints import (
+    ConstraintError,
+    TemplateError,
+    evaluate,
+    fill_templates,
+    merge,
+    validate_constraints,
+)
+from .errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
+from .policy import Decision
+from .registry import ToolView
+from .tool_invocation import TOOL_INVOCATION, bind_arguments
+
+__all__ = [
+    "RequestedDetail",
+    "allowed_actions",
+    "grant_details",
+    "narrow_to_presented",
+    "parse_authorization_details",
+    "policy_constraints",
+]
+
+_MAX_DETAILS_BYTES = 16 * 1024
+_MEMBERS = frozenset({"type", "locations", "actions", "constraints", "arguments"})
+
+
+@dataclass(frozen=True)
+class RequestedDetail:
+    locations: tuple[str, ...] | None = None
+    actions: tuple[str, ...] | None = None
+    constraints: Mapping[str, Any] | None = None
+    arguments: Mapping[str, Any] | None = None
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidRequest("authorization_details: NaN and Infinity are not JSON")
+
+
+def parse_authorization_details(raw: str) -> RequestedDetail:
+    """Parse the form parameter: a JSON array with exactly one ``tool_invocation`` object."""
+    if len(raw.encode("utf-8", "surrogatepass")) > _MAX_DETAILS_BYTES:
+        raise InvalidRequest("authorization_details is too large")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("authorization_details must be a JSON array (RFC 9396)") from None
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest("authorization_details must be a non-empty JSON array (RFC 9396)")
+    if len(value) > 1:
+        raise InvalidTarget("one authorization_details object per capability: one tool per capability")
+    detail = value[0]
+    if not isinstance(detail, dict):
+        raise InvalidRequest("authorization_details entries must be JSON objects")
+    if detail.get("type") != TOOL_INVOCATION:
+        raise InvalidRequest(f"authorization_details type must be {TOOL_INVOCATION}")
+    unknown = sorted(set(detail) - _MEMBERS)
+    if unknown:
+        raise InvalidRequest(f"authorization_details: unknown member {unknown[0][:40]}")
+    if "constraints" in detail and "arguments" in detail:
+        raise InvalidRequest("authorization_details: give constraints or arguments, not both")
+    locations = _strings(detail, "locations")
+    actions = _strings(detail, "actions")
+    constraints = detail.get("constraints")
+    if constraints is not None:
+        if not isinstance(constraints, dict):
+            raise InvalidRequest("authorization_details: constraints must be an object")
+        if "${" in json.dumps(constraints):
+            raise InvalidRequest("authorization_details: templates are for policy, not requests")
+        try:
+            constraints = validate_constraints(constraints)
+        except ConstraintError as e:
+            raise InvalidRequest(f"authorization_details: {e}") from None
+    arguments = detail.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        raise InvalidRequest("authorization_details: arguments must be an object")
+    return RequestedDetail(locations, actions, constraints, arguments)
+
+
+def _strings(detail: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    value = detail.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise InvalidRequest(f"authorization_details: {name} must be a non-empty array of strings")
+    if len(value) > 100:
+        raise InvalidRequest(f"authorization_details: too many {name}")
+    return tuple(dict.fromkeys(value))
+
+
+def policy_constraints(
+    decision: Decision, *, sub: str, attributes: Mapping[str, Any], allowed_claims: Collection[str]
+) -> dict[str, dict[str, object]]:
+    """The deciding rules' constraints, filled for this user, all of them holding at once.
+
+    Several contributing rules are combined with AND: a capability never
+    admits more than any rule that granted it says. A value from the token
+    that cannot be placed safely (``*``, ``../bob``) refuses the exchange.
+    """
+    combined: dict[str, dict[str, object]] = {}
+    for template in decision.constraints:
+        if not template:
+            continue
+        try:
+            filled = fill_templates(template, sub=sub, claims=attributes, allowed_claims=list(allowed_claims))
+        except TemplateError as e:
+            raise InvalidGrant(f"subject_token: a claim cannot be used in this policy's constraints ({e})") from None
+        try:
+            combined = merge(combined, filled)
+        except ConstraintError as e:
+            raise InvalidScope(f"the granting rules' constraints contradict each other: {e}") from None
+    return combined
+
+
+def narrow_to_presented(
+    constraints: Mapping[str, Mapping[str, object]], presented: Any
+) -> dict[str, dict[str, object]]:
+    """A tool re-scoping its own capability keeps every constraint that capability carried."""
+    result: dict[str, dict[str, object]] = {k: dict(v) for k, v in constraints.items()}
+    for detail in presented if isinstance(presented, list) else ():
+        if not isinstance(detail, Mapping) or detail.get("type") != TOOL_INVOCATION:
+            continue
+        if "arguments" in detail or "arguments_sha256" in detail:
+            raise InvalidGrant("subject_token: a call-bound capability cannot be re-scoped")
+        try:
+            result = merge(result, detail.get("constraints") or {})
+        except ConstraintError as e:
+            raise InvalidScope(f"the presented capability's constraints conflict with policy: {e}") from None
+    return result
+
+
+def allowed_actions(tool: ToolView, decision: Decision) -> frozenset[str]:
+    """Actions the granted scopes cover, limited to the rules' ``actions`` when they list any."""
+    covered = frozenset(a for s in decision.scopes if s in tool.scopes for a in tool.scopes[s].actions)
+    if decision.actions:
+        return covered & decision.actions if covered else frozenset(decision.actions)
+    return covered
+
+
+def grant_details(
+    *,
+    tool: ToolView,
+    decision: Decision,
+    requested: RequestedDetail | None,
+    constraints: Mapping[str, Mapping[str, object]],
+) -> list[dict[str, Any]] | None:
+    """The capability's ``authorization_details``, or None when nothing constrains it."""
+    actions = allowed_actions(tool, decision)
+    if requested is None:
+        if not constraints and not actions:
+            return None
+        return [_detail(tool, sorted(actions), {"constraints": dict(constraints)} if constraints else {})]
+    if requested.locations is not None and requested.locations != (tool.resource_uri,):
+        raise InvalidTarget("authorization_details locations must be exactly the requested tool")
+    if requested.actions is not None:
+        missing = [a for a in requested.actions if a not in actions]
+        if missing:
+            raise InvalidScope(f"action {missing[0][:60]} is not granted on tool {tool.name}")
+        granted_actions: Sequence[str] = sorted(requested.actions)
+    else:
+        granted_actions = sorted(actions)
+    if requested.arguments is not None:
+        violations = evaluate(constraints, requested.arguments)
+        if violations:
+            v = violations[0]
+            raise InvalidScope(
+                f"argument {v.argument[:60]} is outside the granted constraints ({v.operator}: {v.reason})"
+            )
+        try:
+            bound = bind_arguments(requested.arguments)
+        except ValueError:
+            raise InvalidRequest("authorization_details: arguments are not serialisable JSON") from None
+        return [_detail(tool, granted_actions, bound)]
+    narrowed: Mapping[str, Any] = constraints
+    if requested.constraints:
+        try:
+            narrowed = merge(constraints, requested.constraints)
+        except ConstraintError as e:
+            raise InvalidScope(f"requested constraints cannot narrow the granted ones: {e}") from None
+    return [_detail(tool, granted_actions, {"constraints": dict(narrowed)} if narrowed else {})]
+
+
+def _detail(tool: ToolView, actions: Sequence[str], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": TOOL_INVOCATION, "locations": [tool.resource_uri]}
+    if actions:
+        out["actions"] = list(actions)
+    out.update(extra)
+    return out
