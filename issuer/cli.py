@@ -40,7 +40,10 @@ def _guarded(fn: F) -> F:
         except ConfigurationError as e:
             _fail(str(e))
         except SQLAlchemyError as e:
-            _fail(f"database unavailable or not migrated ({type(e).__name__}); run `issuer init`", 1)
+            hint = "" if fn.__name__ == "init" else "; run `issuer init`"
+            _fail(f"database unavailable or not migrated ({type(e).__name__}){hint}", 1)
+        except OSError as e:
+            _fail(f"{e.filename or 'file'}: {e.strerror or type(e).__name__}", 1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -324,9 +327,17 @@ def policy_show(env: _Env, version: int | None, as_json: bool) -> None:
 
     row = show_policy(env.db, version)
     if row is None:
-        raise ConfigurationError(f"no policy version {version}" if version else "no policy applied yet (all denied)")
-    click.echo(f"# policy version {row.version}, applied by {row.created_by} at {row.created_at:%Y-%m-%dT%H:%M:%SZ}")
-    click.echo(row.canonical if as_json else row.document.rstrip())
+        raise ConfigurationError(
+            f"no policy version {version}" if version is not None else "no policy applied yet (all denied)"
+        )
+    applied_at = _utc(row.created_at)
+    if as_json:
+        doc = {"version": row.version, "applied_by": row.created_by, "applied_at": applied_at,
+               **json.loads(row.canonical)}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"# policy version {row.version}, applied by {row.created_by} at {applied_at}")
+    click.echo(row.document.rstrip())
 
 
 @policy.command("test")
@@ -421,6 +432,15 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigurationError(f"{path}: not readable JSON ({type(e).__name__})") from None
+
+
+def _utc(when: Any) -> str:
+    """ISO 8601 in UTC; SQLite returns naive datetimes, which we store in UTC."""
+    from datetime import UTC
+
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return str(when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def _redact_url(url: str) -> str:

@@ -6,10 +6,12 @@ per key (mode 0600) and ``keyset.json``, which says which key is *next*
 every token it signed has expired). Rotation promotes next to active, so a
 verifier that cached the JWKS before the rotation already knows the new key.
 
-Each process re-reads ``keyset.json`` when its modification time changes
-(checked at most once per refresh interval), so replicas converge on the same
-signing key and the same JWKS within seconds. Writers take an exclusive
-``flock`` and replace the file atomically.
+Each process re-reads ``keyset.json`` at most once per refresh interval and
+reloads when its content changed (content, not modification time: two writes
+within one timestamp tick must not go unseen) or when a retired key's
+retention has run out, so replicas converge on the same signing key and the
+same JWKS within seconds. Writers take an exclusive ``flock`` and replace the
+file atomically.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class KeyStore:
         self.refresh_interval = refresh_interval
         self._lock = threading.Lock()
         self._checked_at = -1e18
-        self._mtime_ns = -1
+        self._state_bytes: bytes | None = None
+        self._reload_at = float("inf")  #: when the next retired key leaves the JWKS
         self._signing: SigningKey | None = None
         self._jwks: dict[str, Any] = {"keys": []}
         self._jwks_bytes = b'{"keys":[]}'
@@ -108,6 +111,8 @@ class KeyStore:
     def ensure(self, alg: str) -> bool:
         """Create the folder, the pepper and an active + next key if there are none. True if created."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # An existing folder (a checkout's keys/, a mounted volume) keeps its mode otherwise.
+        os.chmod(self.directory, 0o700)
         with self._exclusive():
             pepper = self.directory / _PEPPER_FILE
             if not pepper.exists():
@@ -187,22 +192,25 @@ class KeyStore:
             if now - self._checked_at < self.refresh_interval and self._signing is not None:
                 return
             try:
-                mtime = (self.directory / _STATE_FILE).stat().st_mtime_ns
+                data = (self.directory / _STATE_FILE).read_bytes()
             except OSError:
                 self._checked_at = now
                 return
-            if mtime != self._mtime_ns:
-                self._load(mtime)
+            if data != self._state_bytes or clock.now() > self._reload_at:
+                self._load(data)
             self._checked_at = now
 
-    def _load(self, mtime: int) -> None:
+    def _load(self, data: bytes) -> None:
         now = int(clock.now())
         signing: SigningKey | None = None
         keys: list[dict[str, Any]] = []
         public: dict[str, Any] = {}
-        for info in self._read_state():
-            if info.state == "retired" and self._expired(info, now):
-                continue
+        reload_at = float("inf")
+        for info in self._parse_state(data):
+            if info.state == "retired":
+                if self._expired(info, now):
+                    continue
+                reload_at = min(reload_at, float((info.retired_at or now) + self.retention))
             priv = self._load_private(info.kid)
             jwk = _public_jwk(priv, info.alg)
             keys.append(jwk)
@@ -213,7 +221,8 @@ class KeyStore:
         self._jwks = {"keys": keys}
         self._jwks_bytes = json.dumps(self._jwks, separators=(",", ":")).encode()
         self._public_by_kid = public
-        self._mtime_ns = mtime
+        self._state_bytes = data
+        self._reload_at = reload_at
 
     # -- files --------------------------------------------------------------------
     def _expired(self, info: KeyInfo, now: int) -> bool:
@@ -234,9 +243,16 @@ class KeyStore:
         if not path.exists():
             return []
         try:
-            data = json.loads(path.read_text())
-            return [KeyInfo(**k) for k in data["keys"]]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ConfigurationError(f"{path}: unreadable key state ({e.strerror})") from None
+        return self._parse_state(data)
+
+    def _parse_state(self, data: bytes) -> list[KeyInfo]:
+        try:
+            return [KeyInfo(**k) for k in json.loads(data)["keys"]]
+        except (ValueError, KeyError, TypeError) as e:
+            path = self.directory / _STATE_FILE
             raise ConfigurationError(f"{path}: unreadable key state ({type(e).__name__})") from None
 
     def _write_state(self, infos: list[KeyInfo]) -> None:

@@ -31,7 +31,7 @@ from .identity.discovery import discover_jwks_uri
 from .identity.jwks import check_fetch_url
 from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp
 from .models import Client, ClientTool, ConfigState, IdentityProvider, PolicyVersion, Tool, ToolScope
-from .policy import CompiledPolicy, Decision, Principal, canonical_json, parse_policy, validate_references
+from .policy import CompiledPolicy, canonical_json, parse_policy, validate_references
 from .validation import check_issuer_url, check_name, check_public_jwks, check_resource_uri
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "list_tools",
     "load_snapshot",
     "show_policy",
-    "test_policy",
 ]
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
@@ -424,35 +423,11 @@ def apply_policy(db: Database, text: str, *, source: str, created_by: str) -> in
 def show_policy(db: Database, version: int | None = None) -> PolicyVersion | None:
     with db.session() as s:
         q = select(PolicyVersion)
-        q = q.where(PolicyVersion.version == version) if version else q.order_by(PolicyVersion.version.desc())
+        if version is not None:
+            q = q.where(PolicyVersion.version == version)
+        else:
+            q = q.order_by(PolicyVersion.version.desc())
         return s.scalars(q.limit(1)).first()
-
-
-def test_policy(
-    snapshot: Snapshot,
-    *,
-    sub: str,
-    idp: str | None,
-    groups: Sequence[str],
-    attributes: Mapping[str, Any],
-    client_id: str,
-    tool: str,
-    scopes: Sequence[str] | None,
-) -> Decision:
-    """Decide as an exchange would, without a token: for admins checking a policy."""
-    if idp is None:
-        if len(snapshot.idps_by_name) != 1:
-            raise ConfigurationError("--idp is required when more than one identity provider is registered")
-        idp = next(iter(snapshot.idps_by_name))
-    elif idp not in snapshot.idps_by_name:
-        raise ConfigurationError(f"--idp: unknown identity provider {idp!r}")
-    tool_view = snapshot.tools_by_name.get(tool)
-    if tool_view is None:
-        raise ConfigurationError(f"--tool: unknown tool {tool!r}")
-    if client_id not in snapshot.clients:
-        raise ConfigurationError(f"--client: unknown client {client_id!r}")
-    principal = Principal(idp=idp, sub=sub, groups=frozenset(groups), attributes=dict(attributes))
-    return snapshot.policy.decide(principal, client_id, tool, tool_view.scope_names, scopes)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -38,7 +38,7 @@ class MemoryReplayCache:
                 if len(self._seen) >= self._max:
                     # Full of live entries: refusing is safer than forgetting one.
                     return False
-            self._seen[key] = now + ttl
+            self._seen[key] = now + max(1, ttl)
             return True
 
 
