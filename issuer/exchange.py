@@ -129,9 +129,10 @@ def explain(
     try:
         constraints = policy_constraints(decision, sub=sub, attributes=attributes,
                                          allowed_claims=idp_view.attribute_claims)
+        actions = tuple(sorted(allowed_actions(tool_view, decision)))
     except IssuerError as e:
         return Explanation(decision, refusal=e)
-    return Explanation(decision, constraints, tuple(sorted(allowed_actions(tool_view, decision))))
+    return Explanation(decision, constraints, actions)
 
 
 class Exchanger:

@@ -155,9 +155,13 @@ def narrow_to_presented(
 def allowed_actions(tool: ToolView, decision: Decision) -> frozenset[str]:
     """Actions the granted scopes cover, limited to the rules' ``actions`` when they list any."""
     covered = frozenset(a for s in decision.scopes if s in tool.scopes for a in tool.scopes[s].actions)
-    if decision.actions:
-        return covered & decision.actions if covered else frozenset(decision.actions)
-    return covered
+    if not decision.actions:
+        return covered
+    allowed = covered & decision.actions if covered else frozenset(decision.actions)
+    if not allowed:
+        # An empty list would read as "no restriction" upstream: refuse instead of failing open.
+        raise InvalidScope(f"the granting rules allow none of the actions the granted scopes of {tool.name} cover")
+    return allowed
 
 
 def grant_details(

@@ -397,13 +397,15 @@ def apply_policy(db: Database, text: str, *, source: str, created_by: str) -> in
     """Validate a policy document against the registry and store it as the next version."""
     doc = parse_policy(text, source)
     with db.session() as s:
-        tools = {
-            t.name: frozenset(sc.name for sc in t.scopes)
-            for t in s.scalars(select(Tool).options(selectinload(Tool.scopes)))
-        }
+        tool_rows = list(s.scalars(select(Tool).options(selectinload(Tool.scopes))))
+        tools = {t.name: frozenset(sc.name for sc in t.scopes) for t in tool_rows}
+        actions = {t.name: frozenset(a for sc in t.scopes for a in sc.actions or ()) for t in tool_rows}
         clients = frozenset(s.scalars(select(Client.client_id)))
-        idps = frozenset(s.scalars(select(IdentityProvider.name)))
-        validate_references(doc, tools=tools, clients=clients, idps=idps)
+        idp_rows = list(s.scalars(select(IdentityProvider)))
+        validate_references(
+            doc, tools=tools, clients=clients, idps=frozenset(i.name for i in idp_rows), tool_actions=actions,
+            idp_claims={i.name: frozenset(i.attribute_claims or ()) for i in idp_rows},
+        )
         # Serialise concurrent applies on the config row, so versions stay monotonic without gaps.
         s.execute(select(ConfigState).where(ConfigState.id == 1).with_for_update())
         version = int(s.execute(select(func.coalesce(func.max(PolicyVersion.version), 0))).scalar_one()) + 1

@@ -19,6 +19,7 @@ from sqlalchemy import select, text
 from issuer.client_secrets import hash_secret
 from issuer.db import Database
 from issuer.errors import ConfigurationError
+from issuer.exchange import explain
 from issuer.models import Client, ConfigState, PolicyVersion
 from issuer.policy import PolicyError, Reason
 from issuer.registry import (
@@ -34,7 +35,6 @@ from issuer.registry import (
     load_snapshot,
     show_policy,
 )
-from issuer.registry import test_policy as decide
 from tests.conftest import initialise, make_settings
 from tests.support.fake_idp import FakeIdP
 
@@ -604,7 +604,7 @@ def snapshot_with_policy(reg: Registry) -> Any:
 def ask(snapshot: Any, **kw: Any) -> Any:
     args: dict[str, Any] = {"sub": "alice", "idp": "idp-a", "groups": ["support"], "attributes": {},
                             "client_id": "mcp-helpdesk", "tool": "tickets", "scopes": ["tickets:read"], **kw}
-    return decide(snapshot, **args)
+    return explain(snapshot, **args).decision
 
 
 def test_policy_test_grants_with_the_deciding_rule(snapshot_with_policy: Any) -> None:
@@ -659,10 +659,31 @@ def test_policy_test_refuses_unknown_names(snapshot_with_policy: Any, kw: dict[s
         ask(snapshot_with_policy, **kw)
 
 
-def test_policy_test_needs_idp_when_several_are_registered(reg: Registry) -> None:
+def test_policy_test_checks_the_clients_tool_allowlist(reg: Registry) -> None:
+    """The same rule, through a client whose registration does not list the tool: refused, like the exchange."""
     add_standard(reg)
-    add_idp(reg.db, name="idp-b", issuer="https://idp-b.example", jwks=public_jwks())
-    snap = load_snapshot(reg.db, reg.pepper)
-    with pytest.raises(ConfigurationError, match="--idp is required"):
-        ask(snap, idp=None)
-    assert not ask(snap, idp="idp-b").granted  # the rule is written for idp-a only
+    add_tool(reg.db, name="wiki", resource_uri="https://wiki.example", scopes=[ScopeSpec("wiki:read")])
+    apply_policy(reg.db, POLICY.replace("tool: tickets", "tool: wiki").replace("tickets:read", "wiki:read"),
+                 source="p.yaml", created_by="tests")
+    d = ask(load_snapshot(reg.db, reg.pepper), tool="wiki", scopes=["wiki:read"])
+    assert not d.granted and d.reason == Reason.CLIENT_NOT_ALLOWED_TOOL
+
+
+def test_apply_refuses_actions_the_tool_does_not_define(reg: Registry) -> None:
+    add_standard(reg)
+    doc = POLICY.replace("scopes: [tickets:read]", "scopes: [tickets:write]\n    actions: [comment, delete]")
+    with pytest.raises(PolicyError) as info:
+        apply_policy(reg.db, doc, source="p.yaml", created_by="tests")
+    assert info.value.line == 8  # the `actions:` line
+    assert "no action 'delete'" in str(info.value)
+
+
+def test_apply_refuses_claims_the_provider_does_not_pass(reg: Registry) -> None:
+    """A matcher on a claim policy never sees would silently never match; a template would refuse everyone."""
+    add_standard(reg)  # idp-a registered without attribute claims
+    doc = POLICY.replace("groups: [support]", "claims: {tenant: acme}")
+    with pytest.raises(PolicyError, match="does not pass"):
+        apply_policy(reg.db, doc, source="p.yaml", created_by="tests")
+    doc = POLICY + '    constraints:\n      project: {in: ["${claims.projects}"]}\n'
+    with pytest.raises(PolicyError, match="'projects'"):
+        apply_policy(reg.db, doc, source="p.yaml", created_by="tests")

@@ -677,12 +677,39 @@ def _known(names: Iterable[str]) -> str:
     return (shown + (f" and {len(listed) - 10} more" if len(listed) > 10 else "")) or "none"
 
 
+_CLAIM_TEMPLATE = re.compile(r"\$\{claims\.([^}]*)\}")
+
+
+def _unusable_claims(rule: Rule, name: str, idp_claims: Mapping[str, frozenset[str]]) -> list[tuple[int, str]]:
+    """Claims a rule matches on or fills in must be allowlisted by every provider it applies to.
+
+    Otherwise a matcher silently never matches and a template refuses every
+    exchange: both are policy bugs an admin should see at apply time.
+    """
+    providers = sorted(rule.idp) if rule.idp else sorted(idp_claims)
+    used = set(dict(rule.claims or {}))
+    used |= set(_CLAIM_TEMPLATE.findall(json.dumps(_thaw(rule.constraints))))
+    errors = []
+    for claim in sorted(used):
+        missing = [p for p in providers if p in idp_claims and claim not in idp_claims[p]]
+        if missing:
+            key = "claims" if claim in dict(rule.claims or {}) else "constraints"
+            errors.append(
+                (rule.line_of(key),
+                 f"{name} uses claim {_q(claim)}, which identity provider {_q(missing[0])} does not pass "
+                 "to policy (register it with --attribute-claim)")
+            )
+    return errors
+
+
 def validate_references(
     doc: PolicyDocument,
     *,
     tools: Mapping[str, frozenset[str]],
     clients: frozenset[str],
     idps: frozenset[str],
+    tool_actions: Mapping[str, frozenset[str]] | None = None,
+    idp_claims: Mapping[str, frozenset[str]] | None = None,
 ) -> None:
     """Refuse a policy that names a tool, scope, client or provider the registry does not have.
 
@@ -708,6 +735,16 @@ def validate_references(
                         f"(it defines: {_known(defined)})",
                     )
                 )
+        known_actions = (tool_actions or {}).get(rule.tool) or frozenset()
+        if known_actions:
+            for action in sorted(rule.actions - known_actions):
+                errors.append(
+                    (rule.line_of("actions", action),
+                     f"{name}: tool {_q(rule.tool)} defines no action {_q(action)} "
+                     f"(it defines: {_known(known_actions)})")
+                )
+        if idp_claims is not None:
+            errors.extend(_unusable_claims(rule, name, idp_claims))
         for client in sorted(rule.clients - clients):
             errors.append((rule.line_of("clients", client), f"{name} names unknown client {_q(client)}"))
         for idp in sorted((rule.idp or frozenset()) - idps):
