@@ -38,7 +38,8 @@ from .oauth.rfc8414 import INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, TOKEN_PATH, 
 from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.server import IssuerServer
 from .registry import SnapshotCache
-from .replay import MemoryReplayCache, RedisReplayCache, ReplayCache
+from .replay import DatabaseReplayCache, RedisReplayCache, ReplayCache
+from .revocation import RevocationList
 from .settings import Settings, load_settings
 
 __all__ = ["IssuerContext", "create_app"]
@@ -82,8 +83,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         http_timeout=settings.http_timeout,
         allow_insecure_loopback=settings.allow_insecure_loopback,
     )
-    replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else MemoryReplayCache()
-    exchanger = Exchanger(settings, snapshots, keys, jwks, AuditWriter(db))
+    replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else DatabaseReplayCache(db)
+    revocations = RevocationList(db)
+    exchanger = Exchanger(settings, snapshots, keys, jwks, AuditWriter(db), revocations)
 
     server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id))
     server.init_app(app)
@@ -94,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     grant = type("BoundTokenExchangeGrant", (TokenExchangeGrant,), {"exchanger": exchanger})
     server.register_grant(grant)
-    capabilities = CapabilityStore(settings.url, keys, db)
+    capabilities = CapabilityStore(settings.url, keys, revocations)
     server.register_endpoint(CapabilityIntrospection(server, capabilities))
     server.register_endpoint(CapabilityRevocation(server, capabilities))
 

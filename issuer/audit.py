@@ -43,6 +43,7 @@ class AuditRecord:
     jti: str | None = None
     expires_at: float | None = None
     client_addr: str | None = None
+    authorization_details: list[Any] | None = None
 
     def to_row(self) -> dict[str, Any]:
         return dict(
@@ -62,6 +63,7 @@ class AuditRecord:
             jti=self.jti,
             expires_at=datetime.fromtimestamp(self.expires_at, UTC) if self.expires_at is not None else None,
             client_addr=self.client_addr,
+            authorization_details=self.authorization_details,
         )
 
 

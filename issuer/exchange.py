@@ -35,6 +35,7 @@ from .keys import KeyStore
 from .minting import ACCESS_TOKEN_TYPE, CAPABILITY_TYP, Capability, actor_claim, build_claims, chain_depth, sign
 from .policy import Decision, Principal, Reason
 from .registry import ClientView, Snapshot, SnapshotCache, ToolView
+from .revocation import RevocationList
 from .settings import Settings
 
 __all__ = ["SUBJECT_TOKEN_TYPES", "ExchangeRequest", "Exchanger", "Explanation", "decide", "explain"]
@@ -137,8 +138,10 @@ def explain(
 
 class Exchanger:
     def __init__(
-        self, settings: Settings, snapshots: SnapshotCache, keys: KeyStore, jwks: JwksCache, audit: AuditWriter
+        self, settings: Settings, snapshots: SnapshotCache, keys: KeyStore, jwks: JwksCache, audit: AuditWriter,
+        revocations: RevocationList,
     ) -> None:
+        self.revocations = revocations
         self.settings = settings
         self.snapshots = snapshots
         self.keys = keys
@@ -149,9 +152,10 @@ class Exchanger:
         )
 
     def exchange(self, client: ClientView, req: ExchangeRequest) -> Capability:
-        now = int(clock.now())
+        started = clock.now()
+        now = int(started)
         record = AuditRecord(
-            time=now, request_id=req.request_id, decision="denied", reason="invalid_request",
+            time=started, request_id=req.request_id, decision="denied", reason="invalid_request",
             client_id=client.client_id, actor={"sub": client.client_id}, client_addr=req.client_addr,
             requested_scopes=" ".join(req.scopes) if req.scopes is not None else None,
         )
@@ -219,6 +223,7 @@ class Exchanger:
         record.decision, record.reason = "granted", decision.reason
         record.granted_scopes = claims["scope"]
         record.jti, record.expires_at = claims["jti"], claims["exp"]
+        record.authorization_details = details
         self.audit.commit_grant(record)
         return Capability(token=token, claims=claims, expires_in=lifetime)
 
@@ -247,6 +252,8 @@ class Exchanger:
         """A capability we minted, presented by the tool it was for, to call onwards."""
         if not client.may_chain:
             raise InvalidGrant("subject_token: this client may not present capabilities (chaining)")
+        if self.revocations.is_revoked(str(cap.claims.get("jti", ""))):
+            raise InvalidGrant("subject_token: the presented capability was revoked")
         claims = cap.claims
         if chain_depth(claims.get("act")) >= self.settings.max_chain_depth:
             raise InvalidGrant("subject_token: delegation chain too deep")

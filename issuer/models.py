@@ -23,6 +23,7 @@ __all__ = [
     "ConfigState",
     "IdentityProvider",
     "PolicyVersion",
+    "ReplayEntry",
     "RevokedToken",
     "Tool",
     "ToolScope",
@@ -30,7 +31,7 @@ __all__ = [
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, list[Any]: JSON}
 
 
 class ConfigState(Base):
@@ -144,6 +145,17 @@ class AuditEvent(Base):
     jti: Mapped[str | None] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     client_addr: Mapped[str | None] = mapped_column(String(64))
+    #: the granted RFC 9396 details: constraints, or a call-bound capability's arguments
+    authorization_details: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class ReplayEntry(Base):
+    """Seen-once keys (client assertion ``jti``s) when no Redis is configured: the
+    database is the one thing every worker and replica already shares."""
+
+    __tablename__ = "replay_cache"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class RevokedToken(Base):

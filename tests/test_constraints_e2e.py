@@ -94,6 +94,13 @@ def test_call_bound_inside_is_granted(cons: LiveIssuer) -> None:
     [d] = details_of(cons, files(cons, {"actions": ["read"], "arguments": {"path": "/home/alice/notes.txt"}}))
     assert d["arguments"] == {"path": "/home/alice/notes.txt"} and d["actions"] == ["read"]
     assert "constraints" not in d
+    from sqlalchemy import select
+
+    from issuer.models import AuditEvent
+
+    with cons.db.session() as s:
+        row = s.scalars(select(AuditEvent).where(AuditEvent.decision == "granted")).one()
+    assert row.authorization_details == [d]  # the audit trail holds the call's arguments
 
 
 @pytest.mark.parametrize("path", ["/home/alice/../bob/secret", "/home/bob/x", "/home/alicex/y", "/home/alice//x"])

@@ -161,3 +161,11 @@ def test_tool_rescoping_its_own_capability_may_only_narrow(live: LiveIssuer) -> 
     error_of(widened, 400, "invalid_scope")
     same = live.exchange("tickets-svc", cap, resource="https://tickets.example", scope="tickets:read")
     assert same.status_code == 200, same.text
+
+
+def test_revoked_capability_cannot_be_chained(chain: LiveIssuer) -> None:
+    cap = _capability(chain)
+    resp = chain.post_form("/revoke", [("token", cap)], auth=("mcp-helpdesk", chain.secrets["mcp-helpdesk"]))
+    assert resp.status_code == 200
+    error_of(chain.exchange("tickets-svc", cap, resource="https://files.example", scope="files:read"),
+             400, "invalid_grant")

@@ -268,7 +268,15 @@ rules:
 
     first = assertion("a-1")
     assert call(first).status_code == 200
-    error_of(call(first), 401, "invalid_client")  # replayed assertion
+    replayed = error_of(call(first), 401, "invalid_client")
+    long_lived = jwt.encode({"iss": "mcp-pkjwt", "sub": "mcp-pkjwt", "aud": live.url + "/token",
+                             "exp": int(time.time()) + 86400, "jti": "a-3"}, key, algorithm="ES256",
+                            headers={"kid": "c1"})
+    error_of(call(long_lived), 401, "invalid_client")  # a day-long assertion would need a day of memory
+    ghost = jwt.encode({"iss": "ghost", "sub": "ghost", "aud": live.url + "/token", "exp": int(time.time()) + 60,
+                        "jti": "a-4"}, key, algorithm="ES256")
+    unknown = error_of(call(ghost), 401, "invalid_client")
+    assert unknown["error_description"] == replayed["error_description"]  # no client enumeration
     forged = jwt.encode({"iss": "mcp-pkjwt", "sub": "mcp-pkjwt", "aud": live.url + "/token", "exp": 2**31,
                          "jti": "a-2"}, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
                         headers={"kid": "c1"})

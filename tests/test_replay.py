@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 import redis
@@ -188,3 +189,25 @@ def test_redis_unreachable_is_temporarily_unavailable() -> None:
     assert e.value.status_code == 503
     assert e.value.error == "temporarily_unavailable"
     assert "127.0.0.1:1" not in str(e.value.description)
+
+
+def test_database_replay_cache_is_shared_and_expires(tmp_path: Path, database_url: str) -> None:
+    """Without Redis, every worker shares the database: two caches on it (two workers) agree on 'seen'."""
+    from issuer.db import Database
+    from issuer.migrate import upgrade
+    from issuer.replay import DatabaseReplayCache
+
+    upgrade(database_url)
+    db_a, db_b = Database(database_url, pool_size=1), Database(database_url, pool_size=1)
+    a, b = DatabaseReplayCache(db_a), DatabaseReplayCache(db_b)
+    try:
+        with freeze_time("2030-01-01T00:00:00Z") as frozen:
+            assert a.first_use("jti-1", 60) is True
+            assert b.first_use("jti-1", 60) is False
+            assert a.first_use("jti-2", 60) is True
+            frozen.tick(61)
+            assert b.first_use("jti-1", 60) is True  # expired: the key may be used again
+            assert a.first_use("jti-1", 60) is False
+    finally:
+        db_a.dispose()
+        db_b.dispose()

@@ -11,21 +11,17 @@ capabilities it was issued, or capabilities addressed to its own resource URI.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import clock
-from ..db import Database
 from ..keys import KeyStore
 from ..minting import CAPABILITY_TYP
-from ..models import RevokedToken
 from ..registry import ClientView
+from ..revocation import RevocationList
 
 __all__ = ["CapabilityIntrospection", "CapabilityRecord", "CapabilityRevocation", "CapabilityStore"]
 
@@ -48,10 +44,10 @@ class CapabilityRecord:
 
 
 class CapabilityStore:
-    def __init__(self, issuer: str, keys: KeyStore, db: Database) -> None:
+    def __init__(self, issuer: str, keys: KeyStore, revocations: RevocationList) -> None:
         self._issuer = issuer
         self._keys = keys
-        self._db = db
+        self._revocations = revocations
 
     def find(self, token: str) -> CapabilityRecord | None:
         """Verify one of our capabilities; None for anything else (never an error)."""
@@ -67,21 +63,10 @@ class CapabilityStore:
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             return None
-        with self._db.serving() as s:
-            revoked = s.get(RevokedToken, str(claims["jti"])) is not None
-        return CapabilityRecord(claims, revoked)
+        return CapabilityRecord(claims, self._revocations.is_revoked(str(claims["jti"])))
 
     def revoke(self, record: CapabilityRecord, by: str) -> None:
-        values = {
-            "jti": str(record.claims["jti"]),
-            "expires_at": datetime.fromtimestamp(int(record.claims["exp"]), UTC),
-            "revoked_at": datetime.fromtimestamp(clock.now(), UTC),
-            "revoked_by": by,
-        }
-        with self._db.serving() as s:
-            dialect = s.get_bind().dialect.name
-            ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(RevokedToken).values(**values)
-            s.execute(ins.on_conflict_do_nothing(index_elements=["jti"]))
+        self._revocations.revoke(record.claims, by)
 
 
 

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
+from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt as jose_jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from .. import clock
 from ..errors import InvalidClient, InvalidRequest
 from ..identity.types import ASYMMETRIC_ALGORITHMS
 from ..registry import ClientView
@@ -27,6 +29,8 @@ from ..replay import ReplayCache
 __all__ = ["PrivateKeyJwt", "authenticate_basic", "authenticate_post", "basic_credentials", "reject_multiple_methods"]
 
 QueryClient = Callable[[str], ClientView | None]
+#: RFC 7523 assertions are meant to be short-lived; this bounds how long a jti must be remembered.
+MAX_ASSERTION_LIFETIME = 600
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -101,8 +105,12 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         return self._audiences
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
-        ttl = max(1, int(claims.get("exp", 0)) - int(claims.get("iat", 0)) or 300)
-        return self._replay.first_use(f"client-assertion:{claims['sub']}:{jti}", min(ttl + 60, 3600))
+        """Remember the ``jti`` for as long as the assertion could be accepted, which is bounded:
+        an assertion valid for longer than :data:`MAX_ASSERTION_LIFETIME` is refused outright."""
+        remaining = int(claims["exp"]) - int(clock.now())
+        if remaining > MAX_ASSERTION_LIFETIME:
+            raise InvalidClient("client_assertion: expires too far in the future")
+        return self._replay.first_use(f"client-assertion:{claims['sub']}:{jti}", remaining + self.leeway + 1)
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
         """Authlib's version with an explicit asymmetric algorithm allowlist."""
@@ -125,5 +133,9 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             return None
         if form.get("client_assertion_type") != ASSERTION_TYPE or not form.get("client_assertion"):
             raise InvalidClient("client_assertion_type must be " + ASSERTION_TYPE)
-        client: ClientView | None = super().__call__(query_client, request)
+        try:
+            client: ClientView | None = super().__call__(query_client, request)
+        except InvalidClientError:
+            # Authlib's messages tell apart an unknown client from a bad signature: one answer for all.
+            raise InvalidClient("client authentication failed") from None
         return client
