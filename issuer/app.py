@@ -45,6 +45,8 @@ from .settings import Settings, load_settings
 __all__ = ["IssuerContext", "create_app"]
 
 log = logging.getLogger("issuer")
+#: How long verifiers may cache metadata and the JWKS; a next key is published at least this long before it signs.
+JWKS_MAX_AGE = 300
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _FORM = "application/x-www-form-urlencoded"
 
@@ -59,6 +61,7 @@ class IssuerContext:
     exchanger: Exchanger
     server: IssuerServer
     capabilities: CapabilityStore
+    replay: ReplayCache
     metadata_body: bytes
 
 
@@ -104,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     ctx = IssuerContext(
         settings=settings, db=db, keys=keys, snapshots=snapshots, jwks=jwks, exchanger=exchanger,
-        server=server, capabilities=capabilities,
+        server=server, capabilities=capabilities, replay=replay,
         metadata_body=json.dumps(build_metadata(settings), separators=(",", ":")).encode(),
     )
     app.extensions["issuer"] = ctx
@@ -128,12 +131,12 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
     @app.get(WELL_KNOWN_PATH)
     def metadata() -> Response:
         return Response(ctx.metadata_body, mimetype="application/json",
-                        headers={"Cache-Control": "public, max-age=300"})
+                        headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
 
     @app.get(JWKS_PATH)
     def jwks() -> Response:
         return Response(ctx.keys.jwks_bytes(), mimetype="application/json",
-                        headers={"Cache-Control": "public, max-age=300"})
+                        headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
 
     @app.post(TOKEN_PATH)
     def token() -> Response:
@@ -171,6 +174,8 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
             checks["keys"] = "ok"
         except ConfigurationError:
             checks["keys"] = "unavailable"
+        if isinstance(ctx.replay, RedisReplayCache):
+            checks["redis"] = "ok" if ctx.replay.ping() else "unavailable"
         ok = all(v == "ok" for v in checks.values())
         return _json({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 

@@ -38,7 +38,8 @@ def _guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigurationError as e:
-            _fail(str(e))
+            more = len(getattr(e, "errors", ())) - 1
+            _fail(f"{e} (and {more} more; fix this one first)" if more > 0 else str(e))
         except SQLAlchemyError as e:
             hint = "" if fn.__name__ == "init" else "; run `issuer init`"
             _fail(f"database unavailable or not migrated ({type(e).__name__}){hint}", 1)
@@ -132,6 +133,10 @@ def serve(env: _Env, host: str | None, port: int | None, workers: int | None) ->
     from .wsgi import serve as run
 
     s = env.settings
+    # Fail here, in one line, rather than in every worker after the fork.
+    ks = env.keystore()
+    ks.pepper()
+    ks.signing_key()
     run(s, host=host or s.host, port=port or s.port, workers=workers or s.workers)
 
 
@@ -247,7 +252,8 @@ def client() -> None:
 @client.command("add")
 @click.argument("client_id")
 @click.option("--resource", required=True, help="The client's own resource URI: user tokens must carry it in `aud`.")
-@click.option("--tool", "tools", multiple=True, required=True, help="A tool this client may reach (repeat).")
+@click.option("--tool", "tools", multiple=True,
+              help="A tool this client may reach (repeat; none = it may only introspect and revoke).")
 @click.option("--auth-method", "auth_methods", multiple=True,
               type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt"]),
               default=("client_secret_basic", "client_secret_post"), show_default=True)
@@ -364,7 +370,7 @@ def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], c
         if not sep or not k:
             raise ConfigurationError(f"--claim {c!r}: expected NAME=VALUE")
         attrs.setdefault(k, []).append(v)
-    attributes = {k: v[0] if len(v) == 1 else v for k, v in attrs.items()}
+    attributes = {k: [_claim_value(x) for x in v] if len(v) > 1 else _claim_value(v[0]) for k, v in attrs.items()}
     group_list = [g for item in groups for g in item.split(",") if g]
     pepper = KeyStore(env.settings.keys_dir, retention=env.settings.key_retention).pepper()
     result = explain(
@@ -404,11 +410,15 @@ def keys() -> None:
 
 @keys.command("rotate")
 @click.option("--alg", type=click.Choice(["ES256", "EdDSA"]), help="Algorithm of the new next key.")
+@click.option("--force", is_flag=True,
+              help="Rotate even if the next key was published less than the JWKS max-age ago (a leaked key).")
 @pass_env
 @_guarded
-def keys_rotate(env: _Env, alg: str | None) -> None:
+def keys_rotate(env: _Env, alg: str | None, force: bool) -> None:
     """Start signing with the pre-published next key; publish a fresh next key."""
-    info = env.keystore().rotate(alg)
+    from .app import JWKS_MAX_AGE
+
+    info = env.keystore().rotate(alg, min_published=0 if force else JWKS_MAX_AGE)
     click.echo(f"active key is now {info.kid} ({info.alg}); the previous key stays published "
                f"for {env.settings.key_retention}s")
 
@@ -432,6 +442,15 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigurationError(f"{path}: not readable JSON ({type(e).__name__})") from None
+
+
+def _claim_value(text: str) -> str | int | bool:
+    """`--claim level=3` and `--claim admin=true` test rules on integer and boolean claims."""
+    if text in ("true", "false"):
+        return text == "true"
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return text
 
 
 def _utc(when: Any) -> str:

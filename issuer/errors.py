@@ -57,7 +57,7 @@ def safe_description(text: str) -> str:
         if ch == '"':
             out.append("'")
         elif ch == "\\":
-            out.append("/")
+            out.append("%5C")
         elif 0x20 <= o <= 0x7E:
             out.append(ch)
         else:

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
 _SELF = "__self__"
+#: One answer for an unknown tool and one this user or client may not reach: no probing for tool names.
+UNREACHABLE = "the requested target is unknown or not reachable for this user through this client"
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ class Exchanger:
         record.policy_version, record.rule_id = decision.policy_version, decision.rule_id
         if not decision.granted:
             record.reason = decision.reason
+            if decision.reason in (Reason.NO_MATCHING_RULE, Reason.CLIENT_NOT_ALLOWED_TOOL):
+                raise InvalidTarget(UNREACHABLE)  # the audit row keeps which of the two it was
             decision.raise_for_denial()
         # A tool re-scoping its own capability (e.g. for a sub-component) may only narrow it.
         chained_to_self = subject.claims.get("iss") == self.settings.url and tool.resource_uri == client.resource_uri
@@ -299,7 +303,7 @@ class Exchanger:
         else:
             raise InvalidTarget("one target is required: resource or audience")
         if tool is None:
-            raise InvalidTarget("unknown target")
+            raise InvalidTarget(UNREACHABLE)
         return tool
 
 

@@ -132,8 +132,12 @@ class KeyStore:
             )
             return True
 
-    def rotate(self, alg: str | None = None) -> KeyInfo:
-        """Promote next to active, retire the old active key, publish a fresh next key."""
+    def rotate(self, alg: str | None = None, *, min_published: int = 0) -> KeyInfo:
+        """Promote next to active, retire the old active key, publish a fresh next key.
+
+        ``min_published``: refuse unless the next key has been in the JWKS that
+        long, so verifiers that cached the JWKS (max-age) already know it.
+        """
         with self._exclusive():
             infos = self._read_state()
             active = [i for i in infos if i.state == "active"]
@@ -141,6 +145,12 @@ class KeyStore:
             if not active or not nxt:
                 raise ConfigurationError("no key set here: run `issuer init` first")
             now = int(clock.now())
+            age = now - nxt[0].created_at
+            if age < min_published:
+                raise ConfigurationError(
+                    f"the next key was published {age}s ago; verifiers may cache the JWKS for "
+                    f"{min_published}s: wait {min_published - age}s, or use --force for an emergency"
+                )
             new_alg = alg or nxt[0].alg
             kept = [i for i in infos if i.state == "retired" and not self._expired(i, now)]
             for gone in (i for i in infos if i.state == "retired" and self._expired(i, now)):

@@ -87,6 +87,14 @@ class RedisReplayCache:
         self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._prefix = prefix
 
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
     def first_use(self, key: str, ttl: int) -> bool:
         import redis
 

@@ -6,6 +6,7 @@ connection or lock crosses a fork.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -33,6 +34,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    # The issuer's own loggers (audit failures, JWKS fetch errors) go where gunicorn's go.
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,

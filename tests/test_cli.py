@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -353,7 +354,7 @@ def test_policy_test_denied_gives_the_reason(registered: Run, groups: str, scope
 
 def test_keys_rotate_then_list(ready: Run) -> None:
     before = {k["state"]: k["kid"] for k in json.loads(ok(ready("keys", "list", "--json")))}
-    out = ok(ready("keys", "rotate"))
+    out = ok(ready("keys", "rotate", "--force"))
     assert f"active key is now {before['next']} (ES256)" in out
     after = json.loads(ok(ready("keys", "list", "--json")))
     states = sorted(k["state"] for k in after)
@@ -370,7 +371,7 @@ def test_keys_rotate_then_list(ready: Run) -> None:
 
 
 def test_keys_rotate_to_eddsa(ready: Run) -> None:
-    ok(ready("keys", "rotate", "--alg", "EdDSA"))
+    ok(ready("keys", "rotate", "--alg", "EdDSA", "--force"))
     keys = {k["state"]: k["alg"] for k in json.loads(ok(ready("keys", "list", "--json")))}
     assert keys == {"active": "ES256", "next": "EdDSA", "retired": "ES256"}
 
@@ -451,3 +452,11 @@ def test_policy_show_time_is_utc_whatever_the_database_time_zone(
         ok(run("policy", "apply", path, "--by", "tests", ISSUER_DATABASE_URL=pg_new_york_url))
     out = ok(run("policy", "show", ISSUER_DATABASE_URL=pg_new_york_url))
     assert out.splitlines()[0] == "# policy version 1, applied by tests at 2030-01-01T12:00:00Z"
+
+
+def test_rotation_waits_until_the_next_key_has_been_published_long_enough(ready: Run) -> None:
+    """A verifier that cached the JWKS just before must already know the key that starts signing."""
+    line = one_error_line(ready("keys", "rotate"))
+    assert "--force" in line and "published" in line
+    with freeze_time(datetime.now(UTC) + timedelta(seconds=301)):
+        ok(ready("keys", "rotate"))

@@ -292,6 +292,14 @@ def test_unknown_tool(live: LiveIssuer) -> None:
     error_of(live.exchange(resource=None), 400, "invalid_target")
 
 
+def test_unknown_and_unreachable_tools_look_the_same(live: LiveIssuer) -> None:
+    """A client cannot probe which tools exist: both answers are identical."""
+    unknown = error_of(live.exchange(resource="https://unknown.example"), 400, "invalid_target")
+    token = live.idp.token(sub="mallory", groups=["contractor"])
+    unreachable = error_of(live.exchange(subject_token=token), 400, "invalid_target")
+    assert unknown == unreachable
+
+
 def test_tool_outside_client_allowlist(live: LiveIssuer) -> None:
     token = live.idp.token(aud="https://mcp.other.example")
     error_of(live.exchange("mcp-other", token, resource="https://files.example", scope="files:read"),

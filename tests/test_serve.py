@@ -68,3 +68,12 @@ def test_cli_configured_gunicorn_issuer_exchanges(served, idp: FakeIdP) -> None:
     key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(token)["kid"]))
     claims = jwt.decode(token, key, algorithms=["ES256"], audience="https://tickets.example", issuer=base)
     assert claims["sub"] == "idp-a:alice" and claims["act"] == {"sub": "mcp-helpdesk"}
+
+
+def test_serve_before_init_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
+    env.update(ISSUER_DATABASE_URL=f"sqlite:///{tmp_path}/issuer.db", ISSUER_KEYS_DIR=str(tmp_path / "keys"))
+    res = subprocess.run([str(BIN), "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    [line] = res.stderr.splitlines()
+    assert line.startswith("error: ") and "issuer init" in line

@@ -4,5 +4,5 @@
 * :mod:`.client_auth` - RFC 6749 section 2.3 / RFC 7523 client authentication
 * :mod:`.rfc8693`  - the token-exchange grant
 * :mod:`.rfc8414`  - authorization server metadata
-* :mod:`.rfc7662`, :mod:`.rfc7009` - introspection and revocation of capabilities
+* :mod:`.capabilities` - RFC 7662 introspection and RFC 7009 revocation of capabilities
 """

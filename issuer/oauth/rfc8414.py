@@ -39,5 +39,4 @@ def build_metadata(settings: Settings) -> dict[str, Any]:
         "response_types_supported": [],
         "authorization_details_types_supported": ["tool_invocation"],
         "scopes_supported": [],
-        "service_documentation": "https://github.com/mcp-capability-issuer/issuer/tree/main/docs",
     }

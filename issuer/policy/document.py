@@ -47,7 +47,7 @@ __all__ = [
 MAX_DOCUMENT_BYTES: Final = 1024 * 1024
 MAX_RULES: Final = 10_000
 MIN_LIFETIME_SECONDS: Final = 10
-MAX_LIFETIME_SECONDS: Final = 3600
+MAX_LIFETIME_SECONDS: Final = 900  # the longest a capability may live (ISSUER_TOKEN_LIFETIME max)
 
 #: A claim value a rule may require: exact, type-strict equality
 #: (``True`` never matches ``1``, ``"1"`` never matches ``1``).
