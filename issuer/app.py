@@ -8,6 +8,7 @@ many independent apps as they like.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -34,7 +35,15 @@ from .identity.jwks import JwksCache
 from .keys import KeyStore
 from .oauth.capabilities import CapabilityIntrospection, CapabilityRevocation, CapabilityStore
 from .oauth.client_auth import PrivateKeyJwt, authenticate_basic, authenticate_post
-from .oauth.rfc8414 import INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, TOKEN_PATH, WELL_KNOWN_PATH, build_metadata
+from .oauth.rfc8414 import (
+    INTROSPECT_PATH,
+    JWKS_PATH,
+    REVOCATION_FEED_PATH,
+    REVOKE_PATH,
+    TOKEN_PATH,
+    WELL_KNOWN_PATH,
+    build_metadata,
+)
 from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.server import IssuerServer
 from .registry import SnapshotCache
@@ -62,6 +71,7 @@ class IssuerContext:
     server: IssuerServer
     capabilities: CapabilityStore
     replay: ReplayCache
+    revocations: RevocationList
     metadata_body: bytes
 
 
@@ -107,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     ctx = IssuerContext(
         settings=settings, db=db, keys=keys, snapshots=snapshots, jwks=jwks, exchanger=exchanger,
-        server=server, capabilities=capabilities, replay=replay,
+        server=server, capabilities=capabilities, replay=replay, revocations=revocations,
         metadata_body=json.dumps(build_metadata(settings), separators=(",", ":")).encode(),
     )
     app.extensions["issuer"] = ctx
@@ -155,6 +165,19 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
         _form_only()
         resp: Response = ctx.server.create_endpoint_response("revocation")
         return resp
+
+    @app.get(REVOCATION_FEED_PATH)
+    def revocation_feed() -> Response:
+        raw = request.args.get("since")
+        since: float | None = None
+        if raw is not None:
+            try:
+                since = float(raw)
+            except ValueError:
+                raise InvalidRequest("since must be a number of seconds since the epoch") from None
+            if not math.isfinite(since):
+                raise InvalidRequest("since must be finite")
+        return _json(ctx.revocations.feed(since))
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -400,6 +400,43 @@ def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], c
         click.echo(description)
 
 
+# ----------------------------------------------------------------------------- revocation
+
+
+@cli.group()
+def revoke() -> None:
+    """Revoke capabilities: verifiers polling the revocation feed refuse them."""
+
+
+@revoke.command("jti")
+@click.argument("jti")
+@click.option("--by", "revoked_by", default=None, help="Who revokes (default: the OS user).")
+@pass_env
+@_guarded
+def revoke_jti(env: _Env, jti: str, revoked_by: str | None) -> None:
+    """Revoke one capability by its `jti` (from the audit trail)."""
+    from .revocation import RevocationList
+
+    if not RevocationList(env.db).revoke_jti(jti, revoked_by or getpass.getuser()):
+        raise ConfigurationError(f"no capability with jti {jti!r} was issued (see the audit trail)")
+    click.echo(f"capability {jti} revoked")
+
+
+@revoke.command("subject")
+@click.argument("sub")
+@click.option("--by", "revoked_by", default=None, help="Who revokes (default: the OS user).")
+@pass_env
+@_guarded
+def revoke_subject(env: _Env, sub: str, revoked_by: str | None) -> None:
+    """Revoke every capability of a user issued until now. SUB as capabilities carry it: NAMESPACE:SUB."""
+    from .revocation import RevocationList
+
+    if ":" not in sub:
+        raise ConfigurationError(f"{sub!r}: give the namespaced subject as in capabilities, e.g. idp-a:alice")
+    RevocationList(env.db).revoke_subject(sub, revoked_by or getpass.getuser())
+    click.echo(f"every capability of {sub} issued until now is revoked")
+
+
 # ----------------------------------------------------------------------------- keys
 
 

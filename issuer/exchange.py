@@ -256,7 +256,7 @@ class Exchanger:
         """A capability we minted, presented by the tool it was for, to call onwards."""
         if not client.may_chain:
             raise InvalidGrant("subject_token: this client may not present capabilities (chaining)")
-        if self.revocations.is_revoked(str(cap.claims.get("jti", ""))):
+        if self.revocations.is_revoked(cap.claims):
             raise InvalidGrant("subject_token: the presented capability was revoked")
         claims = cap.claims
         if chain_depth(claims.get("act")) >= self.settings.max_chain_depth:

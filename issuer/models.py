@@ -24,6 +24,7 @@ __all__ = [
     "IdentityProvider",
     "PolicyVersion",
     "ReplayEntry",
+    "RevokedSubject",
     "RevokedToken",
     "Tool",
     "ToolScope",
@@ -162,5 +163,21 @@ class RevokedToken(Base):
     __tablename__ = "revoked_tokens"
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    revoked_by: Mapped[str] = mapped_column(String(100))
+
+
+class RevokedSubject(Base):
+    """Every capability of a user issued before ``revoked_before`` is void (a compromised account).
+
+    The feed publishes only ``sub_sha256``: verifiers can match it against a
+    token's ``sub`` without the feed naming anyone.
+    """
+
+    __tablename__ = "revoked_subjects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sub: Mapped[str] = mapped_column(String(400), index=True)
+    sub_sha256: Mapped[str] = mapped_column(String(64))
+    revoked_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     revoked_by: Mapped[str] = mapped_column(String(100))

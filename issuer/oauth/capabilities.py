@@ -63,7 +63,7 @@ class CapabilityStore:
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             return None
-        return CapabilityRecord(claims, self._revocations.is_revoked(str(claims["jti"])))
+        return CapabilityRecord(claims, self._revocations.is_revoked(claims))
 
     def revoke(self, record: CapabilityRecord, by: str) -> None:
         self._revocations.revoke(record.claims, by)

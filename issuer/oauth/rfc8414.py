@@ -20,6 +20,7 @@ TOKEN_PATH = "/token"
 JWKS_PATH = "/jwks.json"
 INTROSPECT_PATH = "/introspect"
 REVOKE_PATH = "/revoke"
+REVOCATION_FEED_PATH = "/revocations"
 
 
 def build_metadata(settings: Settings) -> dict[str, Any]:
@@ -31,6 +32,8 @@ def build_metadata(settings: Settings) -> dict[str, Any]:
         "jwks_uri": base + JWKS_PATH,
         "introspection_endpoint": base + INTROSPECT_PATH,
         "revocation_endpoint": base + REVOKE_PATH,
+        # Not registered with IANA: where verifiers poll for revoked capabilities (docs/api.md).
+        "revocation_feed_endpoint": base + REVOCATION_FEED_PATH,
         "grant_types_supported": [GRANT_TYPE],
         "token_endpoint_auth_methods_supported": methods,
         "token_endpoint_auth_signing_alg_values_supported": sorted(ASYMMETRIC_ALGORITHMS),
