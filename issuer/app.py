@@ -46,6 +46,7 @@ from .oauth.rfc8414 import (
 )
 from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.server import IssuerServer
+from .ratelimit import RateLimiter
 from .registry import SnapshotCache
 from .replay import DatabaseReplayCache, RedisReplayCache, ReplayCache
 from .revocation import RevocationList
@@ -98,7 +99,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else DatabaseReplayCache(db)
     revocations = RevocationList(db)
-    exchanger = Exchanger(settings, snapshots, keys, jwks, AuditWriter(db), revocations)
+    limiter = RateLimiter(settings.redis_url)
+    exchanger = Exchanger(settings, snapshots, keys, jwks, AuditWriter(db), revocations, limiter)
 
     server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id))
     server.init_app(app)
@@ -197,10 +199,14 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
             checks["keys"] = "ok"
         except ConfigurationError:
             checks["keys"] = "unavailable"
+        ok = all(v == "ok" for v in checks.values())
+        # Redis is reported but does not make the replica unready: rate limits fall back to
+        # per-process windows, and only private_key_jwt needs the shared replay cache.
         if isinstance(ctx.replay, RedisReplayCache):
             checks["redis"] = "ok" if ctx.replay.ping() else "unavailable"
-        ok = all(v == "ok" for v in checks.values())
-        return _json({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+        checks["rate_limits"] = ctx.exchanger.limiter.state
+        status = "unavailable" if not ok else "ok" if checks.get("redis", "ok") == "ok" else "degraded"
+        return _json({"status": status, "checks": checks}, 200 if ok else 503)
 
 
 def _form_only() -> None:

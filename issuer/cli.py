@@ -209,10 +209,12 @@ def tool() -> None:
 @click.option("--action", "actions", multiple=True, metavar="SCOPE=ACTION[,ACTION]",
               help="Tool actions a scope covers (repeat).")
 @click.option("--description", default="")
+@click.option("--rate-limit", help="Exchanges per user for this tool, e.g. '60/minute;10/second' "
+                                   "(default ISSUER_RATE_LIMIT; a policy rule may set its own).")
 @pass_env
 @_guarded
 def tool_add(env: _Env, name: str, resource: str, scopes: tuple[str, ...], actions: tuple[str, ...],
-             description: str) -> None:
+             description: str, rate_limit: str | None) -> None:
     """Register a tool. Nobody can reach it until policy grants it."""
     from .registry import ScopeSpec, add_tool
 
@@ -222,7 +224,7 @@ def tool_add(env: _Env, name: str, resource: str, scopes: tuple[str, ...], actio
         if not sep or scope not in scopes or not acts:
             raise ConfigurationError(f"--action {a!r}: expected SCOPE=ACTION[,ACTION] for one of the --scope values")
         by_scope.setdefault(scope, []).extend(x for x in acts.split(",") if x)
-    view = add_tool(env.db, name=name, resource_uri=resource, description=description,
+    view = add_tool(env.db, name=name, resource_uri=resource, description=description, rate_limit=rate_limit,
                     scopes=[ScopeSpec(s, actions=tuple(by_scope.get(s, ()))) for s in scopes])
     click.echo(f"tool {view.name} added ({view.resource_uri}; scopes {' '.join(sorted(view.scopes))}); "
                "no one can reach it until a policy grants it")
@@ -262,10 +264,12 @@ def client() -> None:
 @click.option("--max-lifetime", type=int, help="Lifetime ceiling for this client's capabilities, seconds.")
 @click.option("--may-chain", is_flag=True, help="May present capabilities as subject tokens (delegation chains).")
 @click.option("--secret-stdin", is_flag=True, help="Import an existing secret from stdin instead of generating one.")
+@click.option("--rate-limit", help="Exchanges by this client across all its users, e.g. '6000/minute'.")
 @pass_env
 @_guarded
 def client_add(env: _Env, client_id: str, resource: str, tools: tuple[str, ...], auth_methods: tuple[str, ...],
-               jwks_file: Path | None, max_lifetime: int | None, may_chain: bool, secret_stdin: bool) -> None:
+               jwks_file: Path | None, max_lifetime: int | None, may_chain: bool, secret_stdin: bool,
+               rate_limit: str | None) -> None:
     """Register an MCP server. Its secret is printed once and never stored."""
     from .registry import add_client
 
@@ -275,7 +279,7 @@ def client_add(env: _Env, client_id: str, resource: str, tools: tuple[str, ...],
     view, shown = add_client(
         env.db, client_id=client_id, resource_uri=resource, tools=tools, pepper=env.keystore().pepper(),
         auth_methods=auth_methods, jwks=_read_json(jwks_file) if jwks_file else None,
-        max_lifetime=max_lifetime, may_chain=may_chain, secret=secret,
+        max_lifetime=max_lifetime, may_chain=may_chain, secret=secret, rate_limit=rate_limit,
     )
     click.echo(f"client {view.client_id} added (resource {view.resource_uri}; tools {' '.join(sorted(view.tools))})")
     if shown and not secret_stdin:

@@ -13,6 +13,7 @@ Every error the server reports to a client is one of these classes::
      +-- NotFound                404 not_found
      +-- MethodNotAllowed        405 method_not_allowed
      +-- PayloadTooLarge         413 invalid_request
+     +-- RateLimited             429 rate_limited         (with Retry-After)
      +-- TemporarilyUnavailable  503 temporarily_unavailable
 
 Descriptions are sanitised here, once: RFC 6749 restricts ``error_description``
@@ -40,6 +41,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
     "TemporarilyUnavailable",
     "UnauthorizedClient",
     "UnsupportedGrantType",
@@ -134,6 +136,21 @@ class PayloadTooLarge(IssuerError):
     error = "invalid_request"
     status_code = 413
     default_description = "The request body is too large."
+
+
+class RateLimited(IssuerError):
+    error = "rate_limited"
+    status_code = 429
+    default_description = "Too many exchanges; retry later."
+
+    def __init__(self, description: str | None = None, *, retry_after: int = 1, **kwargs: Any) -> None:
+        super().__init__(description, **kwargs)
+        self.retry_after = max(1, int(retry_after))
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        headers.append(("Retry-After", str(self.retry_after)))
+        return headers
 
 
 class TemporarilyUnavailable(IssuerError):

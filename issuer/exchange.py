@@ -11,16 +11,26 @@ policy (default deny) -> lifetime -> sign -> audit commit -> response.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from limits import RateLimitItem
 
 from . import clock
 from .audit import AuditRecord, AuditWriter
-from .errors import ConfigurationError, InvalidGrant, InvalidScope, InvalidTarget, IssuerError, TemporarilyUnavailable
+from .errors import (
+    ConfigurationError,
+    InvalidGrant,
+    InvalidScope,
+    InvalidTarget,
+    IssuerError,
+    RateLimited,
+    TemporarilyUnavailable,
+)
 from .grant_details import (
     RequestedDetail,
     allowed_actions,
@@ -34,6 +44,7 @@ from .identity.verify import verify_token
 from .keys import KeyStore
 from .minting import ACCESS_TOKEN_TYPE, CAPABILITY_TYP, Capability, actor_claim, build_claims, chain_depth, sign
 from .policy import Decision, Principal, Reason
+from .ratelimit import RateLimiter, parse_limits
 from .registry import ClientView, Snapshot, SnapshotCache, ToolView
 from .revocation import RevocationList
 from .settings import Settings
@@ -141,9 +152,11 @@ def explain(
 class Exchanger:
     def __init__(
         self, settings: Settings, snapshots: SnapshotCache, keys: KeyStore, jwks: JwksCache, audit: AuditWriter,
-        revocations: RevocationList,
+        revocations: RevocationList, limiter: RateLimiter,
     ) -> None:
         self.revocations = revocations
+        self.limiter = limiter
+        self._default_limits = parse_limits("ISSUER_RATE_LIMIT", settings.rate_limit)
         self.settings = settings
         self.snapshots = snapshots
         self.keys = keys
@@ -172,6 +185,8 @@ class Exchanger:
 
     def _exchange(self, client: ClientView, req: ExchangeRequest, now: int, record: AuditRecord) -> Capability:
         snapshot = self.snapshots.get()
+        if client.rate_limit:
+            self._spend(record, _limits(client.rate_limit), "client", client.client_id)
         subject, ceiling = self._verify_subject(snapshot, client, req)
         record.idp, record.sub = subject.idp, subject.principal
         record.actor = actor_claim(client.client_id, subject.act)
@@ -187,6 +202,8 @@ class Exchanger:
             if decision.reason in (Reason.NO_MATCHING_RULE, Reason.CLIENT_NOT_ALLOWED_TOOL):
                 raise InvalidTarget(UNREACHABLE)  # the audit row keeps which of the two it was
             decision.raise_for_denial()
+        limits = _limits(decision.rate_limit or tool.rate_limit) or self._default_limits
+        self._spend(record, limits, "user", subject.principal, tool.name)
         # A tool re-scoping its own capability (e.g. for a sub-component) may only narrow it.
         chained_to_self = subject.claims.get("iss") == self.settings.url and tool.resource_uri == client.resource_uri
         if chained_to_self and not set(decision.scopes) <= subject.scope:
@@ -230,6 +247,12 @@ class Exchanger:
         record.authorization_details = details
         self.audit.commit_grant(record)
         return Capability(token=token, claims=claims, expires_in=lifetime)
+
+    def _spend(self, record: AuditRecord, limits: tuple[RateLimitItem, ...], *key: str) -> None:
+        limited = self.limiter.hit(limits, *key)
+        if limited is not None:
+            record.reason = "rate_limited"
+            raise RateLimited(f"rate limit {limited.limit} reached for this {key[0]}", retry_after=limited.retry_after)
 
     # -- subject ------------------------------------------------------------------
     def _verify_subject(
@@ -305,6 +328,12 @@ class Exchanger:
         if tool is None:
             raise InvalidTarget(UNREACHABLE)
         return tool
+
+
+@functools.lru_cache(maxsize=256)
+def _limits(text: str | None) -> tuple[RateLimitItem, ...]:
+    """Parsed once per distinct string: registry and policy values were validated when stored."""
+    return parse_limits("rate limit", text) if text else ()
 
 
 def _unverified_issuer(token: str) -> str | None:

@@ -67,6 +67,8 @@ class Tool(Base):
     resource_uri: Mapped[str] = mapped_column(String(1000), unique=True)
     description: Mapped[str] = mapped_column(String(1000), default="")
     status: Mapped[str] = mapped_column(String(20), default="active")
+    #: exchanges per user for this tool, unless a policy rule says otherwise (limits syntax)
+    rate_limit: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     scopes: Mapped[list[ToolScope]] = relationship(
         back_populates="tool", cascade="all, delete-orphan", order_by="ToolScope.name"
@@ -102,6 +104,8 @@ class Client(Base):
     resource_uri: Mapped[str] = mapped_column(String(1000), unique=True)
     max_lifetime: Mapped[int | None] = mapped_column(Integer)
     may_chain: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: exchanges by this client across all its users (limits syntax); none = no client-wide budget
+    rate_limit: Mapped[str | None] = mapped_column(String(100))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     tools: Mapped[list[ClientTool]] = relationship(cascade="all, delete-orphan")

@@ -32,6 +32,7 @@ from .identity.jwks import check_fetch_url
 from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp
 from .models import Client, ClientTool, ConfigState, IdentityProvider, PolicyVersion, Tool, ToolScope
 from .policy import CompiledPolicy, canonical_json, parse_policy, validate_references
+from .ratelimit import parse_limits
 from .validation import check_issuer_url, check_name, check_public_jwks, check_resource_uri
 
 __all__ = [
@@ -77,6 +78,7 @@ class ToolView:
     scopes: Mapping[str, ScopeSpec]
     status: str = "active"
     description: str = ""
+    rate_limit: str | None = None
 
     @property
     def scope_names(self) -> frozenset[str]:
@@ -97,6 +99,7 @@ class ClientView:
     max_lifetime: int | None = None
     may_chain: bool = False
     enabled: bool = True
+    rate_limit: str | None = None
 
     # Authlib ClientMixin protocol --------------------------------------------
     def get_client_id(self) -> str:
@@ -141,7 +144,7 @@ def _idp_view(row: IdentityProvider) -> TrustedIdp:
 
 def _tool_view(row: Tool) -> ToolView:
     scopes = {s.name: ScopeSpec(s.name, s.description, tuple(s.actions or ())) for s in row.scopes}
-    return ToolView(row.name, row.resource_uri, scopes, row.status, row.description)
+    return ToolView(row.name, row.resource_uri, scopes, row.status, row.description, row.rate_limit)
 
 
 def _client_view(row: Client, pepper: bytes) -> ClientView:
@@ -156,6 +159,7 @@ def _client_view(row: Client, pepper: bytes) -> ClientView:
         max_lifetime=row.max_lifetime,
         may_chain=row.may_chain,
         enabled=row.enabled,
+        rate_limit=row.rate_limit,
     )
 
 
@@ -292,10 +296,13 @@ def list_idps(db: Database) -> list[TrustedIdp]:
 
 
 def add_tool(
-    db: Database, *, name: str, resource_uri: str, scopes: Sequence[ScopeSpec], description: str = ""
+    db: Database, *, name: str, resource_uri: str, scopes: Sequence[ScopeSpec], description: str = "",
+    rate_limit: str | None = None,
 ) -> ToolView:
     check_name("name", name)
     check_resource_uri("resource", resource_uri)
+    if rate_limit is not None:
+        parse_limits("rate-limit", rate_limit)
     if not scopes:
         raise ConfigurationError("scopes: a tool needs at least one scope")
     seen: set[str] = set()
@@ -307,7 +314,8 @@ def add_tool(
         if sc.name in seen:
             raise ConfigurationError(f"scope: {sc.name!r} given twice")
         seen.add(sc.name)
-    row = Tool(name=name, resource_uri=resource_uri, description=description, status="active", created_at=_now())
+    row = Tool(name=name, resource_uri=resource_uri, description=description, status="active",
+               rate_limit=rate_limit, created_at=_now())
     row.scopes = [ToolScope(name=s.name, description=s.description, actions=list(s.actions)) for s in scopes]
     _insert(db, row, f"tool {name!r}: name or resource URI already registered")
     return _tool_view(row)
@@ -335,6 +343,7 @@ def add_client(
     may_chain: bool = False,
     secret: str | None = None,
     name: str = "",
+    rate_limit: str | None = None,
 ) -> tuple[ClientView, str | None]:
     """Register a client. Returns the view and the secret, which is shown once and never stored."""
     check_name("client_id", client_id)
@@ -358,6 +367,8 @@ def add_client(
             )
     elif uses_secret:
         secret = generate_secret()
+    if rate_limit is not None:
+        parse_limits("rate-limit", rate_limit)
     if max_lifetime is not None and not 10 <= max_lifetime <= 900:
         raise ConfigurationError("max-lifetime: between 10 and 900 seconds")
     with db.session() as s:
@@ -375,6 +386,7 @@ def add_client(
         max_lifetime=max_lifetime,
         may_chain=may_chain,
         enabled=True,
+        rate_limit=rate_limit,
         created_at=_now(),
     )
     row.tools = [ClientTool(tool_id=tool_rows[t].id, tool=tool_rows[t]) for t in dict.fromkeys(tools)]

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     http_timeout: float = Field(3.0, gt=0.0, le=30.0)
     #: Development only: allow http:// JWKS and discovery URLs on loopback addresses.
     allow_insecure_loopback: bool = False
+    #: Exchanges per user per tool, unless the tool or a policy rule sets its own (limits syntax).
+    rate_limit: str = "120/minute;20/second"
     #: Longest delegation chain (nested ``act``) a capability may carry.
     max_chain_depth: int = Field(4, ge=1, le=16)
     #: Largest accepted request body, in bytes.
@@ -78,6 +80,17 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
         if v.startswith("postgres:") or v.startswith("postgresql:"):
             v = "postgresql+psycopg:" + v.split(":", 1)[1]
+        return v
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, v: str) -> str:
+        from .ratelimit import parse_limits
+
+        try:
+            parse_limits("rate limit", v)
+        except ConfigurationError as e:
+            raise ValueError(str(e).split(": ", 1)[1]) from None
         return v
 
     @field_validator("redis_url")

@@ -27,6 +27,7 @@ from yaml.constructor import SafeConstructor
 
 from issuer.constraints import ConstraintError, validate_constraints
 from issuer.errors import ConfigurationError
+from issuer.ratelimit import parse_limits
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -84,6 +85,7 @@ _RULE_KEYS: Final = (
     "default_scopes",
     "allow_narrowing",
     "max_lifetime",
+    "rate_limit",
     "actions",
     "constraints",
 )
@@ -141,6 +143,8 @@ class Rule:
     everyone: bool = False
     allow_narrowing: bool = False
     max_lifetime: int | None = None
+    #: e.g. "60/minute;10/second": exchanges per user per tool under this rule (limits syntax)
+    rate_limit: str | None = None
     actions: frozenset[str] = frozenset()
     #: Read-only all the way down: mappings are ``MappingProxyType``, lists are tuples.
     constraints: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
@@ -459,6 +463,7 @@ class _Parser:
         field_of("everyone", lambda n: self.boolean(n, f"'everyone' of {name}", depth + 1))
         field_of("allow_narrowing", lambda n: self.boolean(n, f"'allow_narrowing' of {name}", depth + 1))
         field_of("max_lifetime", lambda n: self._lifetime(n, name, depth + 1))
+        field_of("rate_limit", lambda n: self._rate_limit(n, name, depth + 1))
         field_of("constraints", lambda n: self._constraints(n, name, depth + 1))
 
         for key in ("scopes", "default_scopes"):
@@ -526,6 +531,7 @@ class _Parser:
             everyone=everyone,
             allow_narrowing=values.get("allow_narrowing", False),
             max_lifetime=values.get("max_lifetime"),
+            rate_limit=values.get("rate_limit"),
             actions=frozenset(values.get("actions", ())),
             constraints=values.get("constraints", MappingProxyType({})),
             line=rule_line,
@@ -587,6 +593,14 @@ class _Parser:
                 f"'max_lifetime' of {name} is {value}; it must be between "
                 f"{MIN_LIFETIME_SECONDS} and {MAX_LIFETIME_SECONDS} seconds",
             )
+        return value
+
+    def _rate_limit(self, node: yaml.Node, name: str, depth: int) -> str:
+        value = self.string(node, f"'rate_limit' of {name}", depth)
+        try:
+            parse_limits(f"'rate_limit' of {name}", value)
+        except ConfigurationError as exc:
+            self.invalid(node, str(exc))
         return value
 
     def _constraints(self, node: yaml.Node, name: str, depth: int) -> Mapping[str, Mapping[str, Any]]:
@@ -791,6 +805,8 @@ def _rule_json(rule: Rule) -> dict[str, Any]:
     out["allow_narrowing"] = rule.allow_narrowing
     if rule.max_lifetime is not None:
         out["max_lifetime"] = rule.max_lifetime
+    if rule.rate_limit is not None:
+        out["rate_limit"] = rule.rate_limit
     if rule.actions:
         out["actions"] = sorted(rule.actions)
     if rule.constraints:

@@ -81,6 +81,8 @@ class Decision:
     scopes: tuple[str, ...] = ()
     rule_id: str | None = None
     max_lifetime: int | None = None
+    #: the first contributing rule's own rate limit, if it sets one
+    rate_limit: str | None = None
     contributing_rules: tuple[str, ...] = ()
     constraints: tuple[Mapping[str, Mapping[str, Any]], ...] = ()
     actions: frozenset[str] = frozenset()
@@ -285,6 +287,7 @@ class CompiledPolicy:
             scopes=tuple(sorted(scopes)),
             rule_id=contributors[0].id,
             max_lifetime=min(lifetimes) if lifetimes else None,
+            rate_limit=next((r.rate_limit for r in contributors if r.rate_limit), None),
             contributing_rules=tuple(r.id for r in contributors),
             constraints=tuple(r.constraints for r in contributors),
             actions=frozenset().union(*(r.actions for r in contributors)),

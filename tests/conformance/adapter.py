@@ -52,6 +52,7 @@ def start_issuer(workdir: Path) -> str:
         ISSUER_ALLOW_INSECURE_LOOPBACK="true",  # the suite's fake IdP serves http on 127.0.0.1
         ISSUER_PORT=str(port),
         ISSUER_REFRESH_INTERVAL="0.2",
+        ISSUER_RATE_LIMIT="100000/minute",  # the suite drives hundreds of users at several exchanges a second
     )
     _state.update(env=env, workdir=workdir)
     _run("init")
