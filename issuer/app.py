@@ -7,6 +7,7 @@ many independent apps as they like.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -19,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .audit import AuditWriter
+from . import clock
+from .audit import AuditRecord, AuditWriter
 from .db import Database
 from .errors import (
     ConfigurationError,
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else DatabaseReplayCache(db)
     revocations = RevocationList(db)
     limiter = RateLimiter(settings.redis_url)
-    exchanger = Exchanger(settings, snapshots, keys, jwks, AuditWriter(db), revocations, limiter)
+    exchanger = Exchanger(settings, snapshots, keys, jwks, AuditWriter(db, pepper), revocations, limiter)
 
     server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id))
     server.init_app(app)
@@ -115,7 +117,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     server.register_endpoint(CapabilityIntrospection(server, capabilities))
     server.register_endpoint(CapabilityRevocation(server, capabilities))
 
-    import json
 
     ctx = IssuerContext(
         settings=settings, db=db, keys=keys, snapshots=snapshots, jwks=jwks, exchanger=exchanger,
@@ -152,8 +153,14 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
 
     @app.post(TOKEN_PATH)
     def token() -> Response:
-        _form_only()
-        resp: Response = ctx.server.create_token_response()
+        g.audited = False  # the exchange sets it once it owns the record
+        try:
+            _form_only()
+            resp: Response = ctx.server.create_token_response()
+        except IssuerError as e:
+            resp = _error_response(e)
+        if resp.status_code >= 400 and not g.audited and resp.status_code != 503:
+            _audit_refusal(ctx, resp)
         return resp
 
     @app.post(INTROSPECT_PATH)
@@ -209,6 +216,21 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
         return _json({"status": status, "checks": checks}, 200 if ok else 503)
 
 
+def _audit_refusal(ctx: IssuerContext, resp: Response) -> None:
+    """Refusals before the exchange (bad client credentials, malformed requests) are decisions too."""
+    try:
+        error = str(json.loads(resp.get_data()).get("error", "invalid_request"))
+    except ValueError:
+        error = "invalid_request"
+    claimed = request.form.get("client_id") or (request.authorization.username if request.authorization else None)
+    if claimed is not None:
+        claimed = "".join(c for c in claimed[:100] if c.isprintable())
+    ctx.exchanger.audit.record_denial(AuditRecord(
+        time=clock.now(), request_id=g.get("request_id", ""), decision="denied", reason=error[:64],
+        client_id=claimed, client_addr=request.remote_addr,
+    ))
+
+
 def _form_only() -> None:
     """Token-endpoint parameters travel in a form body, never in the URL."""
     if request.query_string:
@@ -218,7 +240,6 @@ def _form_only() -> None:
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
-    import json
 
     return Response(json.dumps(body), status=status, mimetype="application/json",
                     headers={"Cache-Control": "no-store"})
@@ -226,7 +247,6 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 
 def _error_response(err: IssuerError) -> Response:
     status, body, headers = err()
-    import json
 
     return Response(json.dumps(body), status=status, headers=headers)
 

@@ -9,18 +9,21 @@ never a token, secret or key.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import clock
+from .audit_chain import AUDIT_FIELDS, AuditSealer, row_mac
 from .db import Database
 from .errors import TemporarilyUnavailable
 from .models import AuditEvent
 
-__all__ = ["AuditRecord", "AuditWriter"]
+__all__ = ["AuditRecord", "AuditWriter", "audit_row_dict", "query_audit"]
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +71,37 @@ class AuditRecord:
 
 
 class AuditWriter:
-    def __init__(self, db: Database) -> None:
+    """Writes tagged rows; every ``seal_interval`` seconds it also seals older rows, off the request path."""
+
+    def __init__(self, db: Database, pepper: bytes, *, seal_interval: float = 30.0) -> None:
         self._db = db
+        self._pepper = pepper
         # A Core INSERT: the ORM's unit of work costs more than the row is worth on this path.
         self._insert = insert(AuditEvent)
+        self._sealer = AuditSealer(db, pepper)
+        self._seal_interval = seal_interval
+        self._last_seal = clock.monotonic()
+        self._sealing = threading.Lock()
 
     def _write(self, record: AuditRecord) -> None:
+        row = record.to_row()
+        row["mac"] = row_mac(self._pepper, row)
         with self._db.engine.begin() as conn:
-            conn.execute(self._insert, record.to_row())
+            conn.execute(self._insert, row)
+        self._maybe_seal()
+
+    def _maybe_seal(self) -> None:
+        if clock.monotonic() - self._last_seal < self._seal_interval or not self._sealing.acquire(blocking=False):
+            return
+        self._last_seal = clock.monotonic()
+
+        def run() -> None:
+            try:
+                self._sealer.seal_all()
+            finally:
+                self._sealing.release()
+
+        threading.Thread(target=run, name="audit-sealer", daemon=True).start()
 
     def commit_grant(self, record: AuditRecord) -> None:
         """Durably record a grant. Raises TemporarilyUnavailable (503) when it cannot."""
@@ -91,3 +117,43 @@ class AuditWriter:
             self._write(record)
         except SQLAlchemyError as e:
             log.error("audit write of a denial failed: %s", type(e).__name__)
+
+
+def audit_row_dict(row: AuditEvent) -> dict[str, Any]:
+    """A row as JSON-ready data (exports, tail, the admin API)."""
+    out: dict[str, Any] = {"id": row.id}
+    for f in AUDIT_FIELDS:
+        v = getattr(row, f)
+        if isinstance(v, datetime):
+            v = (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+        out[f] = v
+    return out
+
+
+def query_audit(
+    db: Database,
+    *,
+    sub: str | None = None,
+    client_id: str | None = None,
+    tool: str | None = None,
+    decision: str | None = None,
+    reason: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+    newest_first: bool = False,
+) -> list[AuditEvent]:
+    """Filter the trail; page with ``after_id`` (oldest first) for exports and followers."""
+    q = select(AuditEvent).where(AuditEvent.id > after_id)
+    for column, value in ((AuditEvent.sub, sub), (AuditEvent.client_id, client_id), (AuditEvent.tool, tool),
+                          (AuditEvent.decision, decision), (AuditEvent.reason, reason)):
+        if value is not None:
+            q = q.where(column == value)
+    if since is not None:
+        q = q.where(AuditEvent.time >= since)
+    if until is not None:
+        q = q.where(AuditEvent.time < until)
+    q = q.order_by(AuditEvent.id.desc() if newest_first else AuditEvent.id).limit(max(1, min(limit, 10_000)))
+    with db.session() as s:
+        return list(s.scalars(q))

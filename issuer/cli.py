@@ -404,6 +404,118 @@ def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], c
         click.echo(description)
 
 
+# ----------------------------------------------------------------------------- audit
+
+
+@cli.group()
+def audit() -> None:
+    """The audit trail: one record per exchange decision, tamper-evident."""
+
+
+def _audit_filters(f: F) -> F:
+    for opt in reversed([
+        click.option("--sub", help="User, as capabilities carry it (NAMESPACE:SUB)."),
+        click.option("--client", "client_id"),
+        click.option("--tool"),
+        click.option("--decision", type=click.Choice(["granted", "denied"])),
+        click.option("--reason", help="e.g. scope_not_entitled, rate_limited"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _when(value: str | None, name: str) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(f"{name}: {value!r} is not an ISO 8601 time such as 2026-11-25T10:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@audit.command("verify")
+@pass_env
+@_guarded
+def audit_verify(env: _Env) -> None:
+    """Check every record's tag and every sealed range; exit 1 naming the first bad record."""
+    from .audit_chain import verify_audit
+
+    result = verify_audit(env.db, env.keystore().pepper())
+    if not result.ok:
+        click.echo(f"error: audit trail FAILED verification: {result.problem}", err=True)
+        sys.exit(1)
+    click.echo(f"audit trail verified: {result.rows} records, {result.sealed} sealed in "
+               f"{result.checkpoints} checkpoints, {result.rows - result.sealed} awaiting the next seal")
+
+
+@audit.command("seal")
+@pass_env
+@_guarded
+def audit_seal(env: _Env) -> None:
+    """Seal every record old enough (the issuer also does this by itself while it serves)."""
+    from .audit_chain import AuditSealer
+
+    click.echo(f"sealed {AuditSealer(env.db, env.keystore().pepper()).seal_all()} records")
+
+
+@audit.command("export")
+@_audit_filters
+@click.option("--since", help="ISO 8601 time (inclusive).")
+@click.option("--until", help="ISO 8601 time (exclusive).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+@pass_env
+@_guarded
+def audit_export(env: _Env, since: str | None, until: str | None, fmt: str, sub: str | None,
+                 client_id: str | None, tool: str | None, decision: str | None, reason: str | None) -> None:
+    """Write matching records to stdout, oldest first, one JSON object per line."""
+    from .audit import audit_row_dict, query_audit
+
+    filters: dict[str, Any] = {"sub": sub, "client_id": client_id, "tool": tool, "decision": decision, "reason": reason}
+    after = 0
+    while rows := query_audit(env.db, since=_when(since, "--since"), until=_when(until, "--until"),
+                              after_id=after, limit=1000, **filters):
+        for row in rows:
+            click.echo(json.dumps(audit_row_dict(row), sort_keys=True))
+        after = rows[-1].id
+
+
+@audit.command("tail")
+@_audit_filters
+@click.option("-n", "count", type=int, default=20, show_default=True, help="How many recent records first.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records as they are written.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@_guarded
+def audit_tail(env: _Env, count: int, follow: bool, as_json: bool, sub: str | None, client_id: str | None,
+               tool: str | None, decision: str | None, reason: str | None) -> None:
+    """Show the newest records; with --follow, keep watching."""
+    import time
+
+    from .audit import audit_row_dict, query_audit
+
+    filters: dict[str, Any] = {"sub": sub, "client_id": client_id, "tool": tool, "decision": decision, "reason": reason}
+    def show(row: Any) -> None:
+        d = audit_row_dict(row)
+        if as_json:
+            click.echo(json.dumps(d, sort_keys=True))
+        else:
+            click.echo(f"{d['time']}  {d['decision']:<7} {d['reason']:<24} {d['sub'] or '-'}  via "
+                       f"{d['client_id'] or '-'} -> {d['tool'] or '-'}  [{d['granted_scopes'] or ''}]")
+
+    rows = list(reversed(query_audit(env.db, limit=max(count, 1), newest_first=True, **filters)))
+    for row in rows[-count:] if count > 0 else []:
+        show(row)
+    after = rows[-1].id if rows else 0
+    while follow:
+        time.sleep(1.0)
+        for row in query_audit(env.db, after_id=after, limit=1000, **filters):
+            show(row)
+            after = row.id
+
+
 # ----------------------------------------------------------------------------- revocation
 
 

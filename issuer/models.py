@@ -16,6 +16,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "AuditCheckpoint",
     "AuditEvent",
     "Base",
     "Client",
@@ -152,6 +153,26 @@ class AuditEvent(Base):
     client_addr: Mapped[str | None] = mapped_column(String(64))
     #: the granted RFC 9396 details: constraints, or a call-bound capability's arguments
     authorization_details: Mapped[list[Any] | None] = mapped_column(JSON)
+    #: HMAC-SHA-256 of the row's content under the server pepper (see issuer.audit_chain)
+    mac: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A sealed, contiguous range of audit rows: a hash chain over (id, mac), keyed to the previous seal.
+
+    ``first_id`` is unique and always the previous seal's ``last_id + 1``, so two
+    replicas sealing at once cannot both succeed and no range is sealed twice.
+    """
+
+    __tablename__ = "audit_checkpoints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    prev_chain: Mapped[str] = mapped_column(String(64))
+    chain: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    mac: Mapped[str] = mapped_column(String(64))
 
 
 class ReplayEntry(Base):

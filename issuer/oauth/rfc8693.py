@@ -63,6 +63,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
         self._params = self._parse(form)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        g.audited = True  # from here the exchange writes the record, whatever the outcome
         cap = self.exchanger.exchange(self.request.client, self._params)
         body = {
             "access_token": cap.token,
