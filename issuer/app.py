@@ -184,8 +184,8 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
                 since = float(raw)
             except ValueError:
                 raise InvalidRequest("since must be a number of seconds since the epoch") from None
-            if not math.isfinite(since):
-                raise InvalidRequest("since must be finite")
+            if not math.isfinite(since) or not 0 <= since <= clock.now() + 86400:
+                raise InvalidRequest("since must be a time between the epoch and tomorrow")
         return _json(ctx.revocations.feed(since))
 
     @app.get("/healthz")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -545,10 +546,15 @@ def revoke_jti(env: _Env, jti: str, revoked_by: str | None) -> None:
 @_guarded
 def revoke_subject(env: _Env, sub: str, revoked_by: str | None) -> None:
     """Revoke every capability of a user issued until now. SUB as capabilities carry it: NAMESPACE:SUB."""
+    from .registry import list_idps
     from .revocation import RevocationList
 
-    if ":" not in sub:
-        raise ConfigurationError(f"{sub!r}: give the namespaced subject as in capabilities, e.g. idp-a:alice")
+    namespace, sep, raw = sub.partition(":")
+    namespaces = sorted(i.namespace for i in list_idps(env.db))
+    if not sep or not raw or namespace not in namespaces:
+        raise ConfigurationError(
+            f"{sub!r}: give the subject as capabilities carry it, NAMESPACE:SUB, with a namespace of {namespaces}"
+        )
     RevocationList(env.db).revoke_subject(sub, revoked_by or getpass.getuser())
     click.echo(f"every capability of {sub} issued until now is revoked")
 
@@ -601,7 +607,7 @@ def _claim_value(text: str) -> str | int | bool:
     """`--claim level=3` and `--claim admin=true` test rules on integer and boolean claims."""
     if text in ("true", "false"):
         return text == "true"
-    if text.lstrip("-").isdigit():
+    if re.fullmatch(r"-?(0|[1-9][0-9]{0,17})", text):  # "007" stays a string, as a JSON claim would
         return int(text)
     return text
 

@@ -190,6 +190,7 @@ class Exchanger:
         subject, ceiling = self._verify_subject(snapshot, client, req)
         record.idp, record.sub = subject.idp, subject.principal
         record.actor = actor_claim(client.client_id, subject.act)
+        record.tool = (req.resource or req.audience or "")[:100] or None  # the tool's name once resolved
         if req.actor_token is not None:
             self._verify_actor(snapshot, client, req)
         tool = self._target(snapshot, req)

@@ -411,7 +411,7 @@ def apply_policy(db: Database, text: str, *, source: str, created_by: str) -> in
     with db.session() as s:
         tool_rows = list(s.scalars(select(Tool).options(selectinload(Tool.scopes))))
         tools = {t.name: frozenset(sc.name for sc in t.scopes) for t in tool_rows}
-        actions = {t.name: frozenset(a for sc in t.scopes for a in sc.actions or ()) for t in tool_rows}
+        actions = {t.name: {sc.name: frozenset(sc.actions or ()) for sc in t.scopes} for t in tool_rows}
         clients = frozenset(s.scalars(select(Client.client_id)))
         idp_rows = list(s.scalars(select(IdentityProvider)))
         validate_references(

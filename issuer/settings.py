@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///issuer.db"
     #: Folder with the signing keys, the key-state file and the client-secret pepper.
     keys_dir: Path = Path("keys")
-    #: Redis for shared replay caches across replicas; empty = in-process equivalents.
+    #: Redis for rate limits and the replay cache shared by replicas; empty = per-process rate limits and
+    #: the database for replay detection.
     redis_url: str = ""
     #: Algorithm of newly generated signing keys.
     signing_alg: Literal["ES256", "EdDSA"] = "ES256"

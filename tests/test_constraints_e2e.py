@@ -208,3 +208,19 @@ def test_policy_test_shows_filled_constraints(cons: LiveIssuer, tmp_path: Any) -
     res = CliRunner().invoke(cli, ["policy", "test", "--sub", "../bob", "--groups", "support", "--client",
                                    "mcp-helpdesk", "--tool", "files", "--json"], env=env)
     assert json.loads(res.output)["decision"] == "denied"
+
+
+def test_an_empty_action_grant_is_refused_not_unrestricted() -> None:
+    """Rules naming actions none of the granted scopes cover would otherwise mint a detail without `actions`."""
+    from issuer.errors import InvalidScope
+    from issuer.grant_details import allowed_actions
+    from issuer.policy import Decision, Reason
+    from issuer.registry import ScopeSpec, ToolView
+
+    tool = ToolView("t", "https://t.example", {"t:read": ScopeSpec("t:read", actions=("view",))})
+    decision = Decision(granted=True, reason=Reason.GRANTED, description="", policy_version=1,
+                        scopes=("t:read",), actions=frozenset({"delete"}))
+    with pytest.raises(InvalidScope):
+        allowed_actions(tool, decision)
+    assert allowed_actions(tool, Decision(granted=True, reason=Reason.GRANTED, description="", policy_version=1,
+                                          scopes=("t:read",))) == {"view"}

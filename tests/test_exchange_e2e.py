@@ -277,6 +277,9 @@ rules:
                         "jti": "a-4"}, key, algorithm="ES256")
     unknown = error_of(call(ghost), 401, "invalid_client")
     assert unknown["error_description"] == replayed["error_description"]  # no client enumeration
+    secret_only = jwt.encode({"iss": "mcp-helpdesk", "sub": "mcp-helpdesk", "aud": live.url + "/token",
+                              "exp": int(time.time()) + 60, "jti": "a-5"}, key, algorithm="ES256")
+    assert error_of(call(secret_only), 401, "invalid_client")["error_description"] == unknown["error_description"]
     forged = jwt.encode({"iss": "mcp-pkjwt", "sub": "mcp-pkjwt", "aud": live.url + "/token", "exp": 2**31,
                          "jti": "a-2"}, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
                         headers={"kid": "c1"})

@@ -687,3 +687,16 @@ def test_apply_refuses_claims_the_provider_does_not_pass(reg: Registry) -> None:
     doc = POLICY + '    constraints:\n      project: {in: ["${claims.projects}"]}\n'
     with pytest.raises(PolicyError, match="'projects'"):
         apply_policy(reg.db, doc, source="p.yaml", created_by="tests")
+
+
+def test_apply_refuses_actions_outside_the_rules_own_scopes(reg: Registry) -> None:
+    """`comment` belongs to tickets:write; a rule granting only tickets:read cannot hand it out."""
+    add_standard(reg)
+    doc = POLICY.replace("scopes: [tickets:read]", "scopes: [tickets:read]\n    actions: [comment]")
+    add_tool(reg.db, name="wiki", resource_uri="https://wiki.example",
+             scopes=[ScopeSpec("wiki:read", actions=("view",)), ScopeSpec("wiki:edit", actions=("edit",))])
+    # tickets:read covers no action: the tool's actions are the reference, so `comment` is accepted
+    apply_policy(reg.db, doc, source="p.yaml", created_by="tests")
+    wiki = POLICY.replace("tool: tickets", "tool: wiki").replace("[tickets:read]", "[wiki:read]\n    actions: [edit]")
+    with pytest.raises(PolicyError, match="no action 'edit'"):
+        apply_policy(reg.db, wiki, source="p.yaml", created_by="tests")

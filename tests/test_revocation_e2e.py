@@ -42,6 +42,8 @@ def test_feed_lists_revoked_jtis_and_hashed_subjects(live: LiveIssuer) -> None:
     assert "alice" not in live.http.get("/revocations").text  # the feed names nobody
     error_of(live.http.get("/revocations", params={"since": "nan"}), 400, "invalid_request")
     error_of(live.http.get("/revocations", params={"since": "yesterday"}), 400, "invalid_request")
+    error_of(live.http.get("/revocations", params={"since": "1e12"}), 400, "invalid_request")  # no overflow 500
+    error_of(live.http.get("/revocations", params={"since": "-5"}), 400, "invalid_request")
 
 
 def test_subject_revocation_voids_earlier_capabilities_only(live: LiveIssuer) -> None:

@@ -109,7 +109,8 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         an assertion valid for longer than :data:`MAX_ASSERTION_LIFETIME` is refused outright."""
         remaining = int(claims["exp"]) - int(clock.now())
         if remaining > MAX_ASSERTION_LIFETIME:
-            raise InvalidClient("client_assertion: expires too far in the future")
+            # Only reached once the signature verified: telling the real client why is safe.
+            raise _AfterSignature("client_assertion: expires too far in the future")
         return self._replay.first_use(f"client-assertion:{claims['sub']}:{jti}", remaining + self.leeway + 1)
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
@@ -135,7 +136,14 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             raise InvalidClient("client_assertion_type must be " + ASSERTION_TYPE)
         try:
             client: ClientView | None = super().__call__(query_client, request)
-        except InvalidClientError:
-            # Authlib's messages tell apart an unknown client from a bad signature: one answer for all.
+        except _AfterSignature:
+            raise
+        except (InvalidClientError, InvalidClient):
+            # Unknown client, no keys, bad signature, bad claims: one answer, so nobody can probe
+            # which client ids exist or how they authenticate.
             raise InvalidClient("client authentication failed") from None
         return client
+
+
+class _AfterSignature(InvalidClient):
+    """A refusal raised after the assertion's signature verified (the caller holds the client's key)."""

@@ -722,7 +722,7 @@ def validate_references(
     tools: Mapping[str, frozenset[str]],
     clients: frozenset[str],
     idps: frozenset[str],
-    tool_actions: Mapping[str, frozenset[str]] | None = None,
+    tool_actions: Mapping[str, Mapping[str, frozenset[str]]] | None = None,
     idp_claims: Mapping[str, frozenset[str]] | None = None,
 ) -> None:
     """Refuse a policy that names a tool, scope, client or provider the registry does not have.
@@ -749,7 +749,11 @@ def validate_references(
                         f"(it defines: {_known(defined)})",
                     )
                 )
-        known_actions = (tool_actions or {}).get(rule.tool) or frozenset()
+        # The actions a rule may name are those its own scopes cover (or, when its scopes
+        # cover none, any the tool defines): anything else would refuse every exchange.
+        by_scope = (tool_actions or {}).get(rule.tool) or {}
+        known_actions = frozenset().union(*(by_scope.get(s, frozenset()) for s in rule.scopes))
+        known_actions = known_actions or frozenset().union(*by_scope.values())
         if known_actions:
             for action in sorted(rule.actions - known_actions):
                 errors.append(
