@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ from .errors import (
 from .exchange import Exchanger
 from .identity.jwks import JwksCache
 from .keys import KeyStore
+from .logs import bind_request, clear_request
+from .metrics import Metrics
 from .oauth.capabilities import CapabilityIntrospection, CapabilityRevocation, CapabilityStore
 from .oauth.client_auth import PrivateKeyJwt, authenticate_basic, authenticate_post
 from .oauth.rfc8414 import (
@@ -75,6 +78,7 @@ class IssuerContext:
     capabilities: CapabilityStore
     replay: ReplayCache
     revocations: RevocationList
+    metrics: Metrics
     metadata_body: bytes
 
 
@@ -93,7 +97,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     pepper = keys.pepper()
     keys.signing_key()  # fail at start-up, not on the first request, when `issuer init` was not run
     snapshots = SnapshotCache(db, pepper, settings.refresh_interval)
+    metrics = Metrics()
     jwks = JwksCache(
+        on_failure=lambda idp: metrics.jwks_failures.labels(idp).inc(),
         max_age=settings.jwks_max_age,
         refetch_cooldown=settings.jwks_refetch_cooldown,
         http_timeout=settings.http_timeout,
@@ -102,7 +108,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else DatabaseReplayCache(db)
     revocations = RevocationList(db)
     limiter = RateLimiter(settings.redis_url)
-    exchanger = Exchanger(settings, snapshots, keys, jwks, AuditWriter(db, pepper), revocations, limiter)
+    audit = AuditWriter(db, pepper, metrics=metrics)
+    exchanger = Exchanger(settings, snapshots, keys, jwks, audit, revocations, limiter)
 
     server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id))
     server.init_app(app)
@@ -120,7 +127,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     ctx = IssuerContext(
         settings=settings, db=db, keys=keys, snapshots=snapshots, jwks=jwks, exchanger=exchanger,
-        server=server, capabilities=capabilities, replay=replay, revocations=revocations,
+        server=server, capabilities=capabilities, replay=replay, revocations=revocations, metrics=metrics,
         metadata_body=json.dumps(build_metadata(settings), separators=(",", ":")).encode(),
     )
     app.extensions["issuer"] = ctx
@@ -134,6 +141,11 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
     def _request_id() -> None:
         rid = request.headers.get("X-Request-Id", "")
         g.request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+        bind_request(g.request_id)
+
+    @app.teardown_request
+    def _unbind(_exc: BaseException | None) -> None:
+        clear_request()
 
     @app.after_request
     def _headers(resp: Response) -> Response:
@@ -151,8 +163,19 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
         return Response(ctx.keys.jwks_bytes(), mimetype="application/json",
                         headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"})
 
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(ctx.metrics.render(), mimetype="text/plain; version=0.0.4")
+
     @app.post(TOKEN_PATH)
     def token() -> Response:
+        started = time.perf_counter()
+        try:
+            return _token()
+        finally:
+            ctx.metrics.latency.observe(time.perf_counter() - started)
+
+    def _token() -> Response:
         g.audited = False  # the exchange sets it once it owns the record
         try:
             _form_only()

@@ -21,6 +21,7 @@ from . import clock
 from .audit_chain import AUDIT_FIELDS, AuditSealer, row_mac
 from .db import Database
 from .errors import TemporarilyUnavailable
+from .metrics import Metrics
 from .models import AuditEvent
 
 __all__ = ["AuditRecord", "AuditWriter", "audit_row_dict", "query_audit"]
@@ -73,8 +74,10 @@ class AuditRecord:
 class AuditWriter:
     """Writes tagged rows; every ``seal_interval`` seconds it also seals older rows, off the request path."""
 
-    def __init__(self, db: Database, pepper: bytes, *, seal_interval: float = 30.0) -> None:
+    def __init__(self, db: Database, pepper: bytes, *, seal_interval: float = 30.0,
+                 metrics: Metrics | None = None) -> None:
         self._db = db
+        self._metrics = metrics
         self._pepper = pepper
         # A Core INSERT: the ORM's unit of work costs more than the row is worth on this path.
         self._insert = insert(AuditEvent)
@@ -86,8 +89,15 @@ class AuditWriter:
     def _write(self, record: AuditRecord) -> None:
         row = record.to_row()
         row["mac"] = row_mac(self._pepper, row)
-        with self._db.engine.begin() as conn:
-            conn.execute(self._insert, row)
+        try:
+            with self._db.engine.begin() as conn:
+                conn.execute(self._insert, row)
+        except SQLAlchemyError:
+            if self._metrics is not None:
+                self._metrics.audit_failures.labels(record.decision).inc()
+            raise
+        if self._metrics is not None:
+            self._metrics.exchanges.labels(record.decision, record.reason).inc()
         self._maybe_seal()
 
     def _maybe_seal(self) -> None:

@@ -6,11 +6,14 @@ connection or lock crosses a fork.
 
 from __future__ import annotations
 
-import logging
+import os
+import shutil
+import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from .logs import configure_logging
 from .settings import Settings
 
 __all__ = ["serve"]
@@ -34,8 +37,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
-    # The issuer's own loggers (audit failures, JWKS fetch errors) go where gunicorn's go.
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -51,4 +53,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         "limit_request_line": 8190,
         "control_socket_disable": True,  # replicas on one host must not fight over one socket path
     }
-    _Gunicorn(settings, options).run()
+    # Every worker writes its metric values here; /metrics in any worker sums them all.
+    metrics_dir = tempfile.mkdtemp(prefix="issuer-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _Gunicorn(settings, options).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -77,3 +77,62 @@ def test_serve_before_init_is_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2
     [line] = res.stderr.splitlines()
     assert line.startswith("error: ") and "issuer init" in line
+
+
+def test_metrics_sum_over_gunicorn_workers(served, idp: FakeIdP) -> None:  # type: ignore[no-untyped-def]
+    base = served[0]
+    for _ in range(6):  # refused exchanges are decisions too; several land on each worker
+        httpx.post(base + "/token", auth=("nobody", "nothing-at-all-here"),
+                   data={"grant_type": TOKEN_EXCHANGE, "subject_token": "x", "subject_token_type": ACCESS_TOKEN})
+    text = httpx.get(base + "/metrics").text
+    line = next(x for x in text.splitlines()
+                if x.startswith("issuer_exchanges_total{") and 'reason="invalid_client"' in x)
+    assert float(line.rsplit(" ", 1)[1]) == 6.0
+    assert "issuer_exchange_seconds_bucket" in text
+
+
+def test_logs_are_json_with_the_request_id(tmp_path: Path, idp: FakeIdP) -> None:
+    """A failing JWKS fetch is logged as one JSON line that carries the request's id (and no token)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
+    env.update(ISSUER_URL=f"http://127.0.0.1:{port}", ISSUER_PORT=str(port), ISSUER_WORKERS="1",
+               ISSUER_DATABASE_URL=f"sqlite:///{tmp_path}/issuer.db", ISSUER_KEYS_DIR=str(tmp_path / "keys"),
+               ISSUER_ALLOW_INSECURE_LOOPBACK="true", ISSUER_REFRESH_INTERVAL="0")
+
+    def run(*args: str) -> str:
+        res = subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    run("init")
+    run("idp", "add", "idp-a", "--issuer", idp.issuer, "--jwks-uri", f"http://127.0.0.1:{free_port()}/jwks.json",
+        "--alg", "ES256")
+    run("tool", "add", "tickets", "--resource", "https://tickets.example", "--scope", "tickets:read")
+    out = run("client", "add", "mcp-helpdesk", "--resource", "https://mcp.helpdesk.example", "--tool", "tickets")
+    secret = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("client_secret: "))
+    log = tmp_path / "serve.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(BIN), "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        token = idp.token()
+        resp = httpx.post(f"http://127.0.0.1:{port}/token", auth=("mcp-helpdesk", secret),
+                          headers={"X-Request-Id": "req-log-check-1"},
+                          data={"grant_type": TOKEN_EXCHANGE, "subject_token": token,
+                                "subject_token_type": ACCESS_TOKEN, "resource": "https://tickets.example"})
+        assert resp.status_code == 503  # the provider's keys cannot be had: a dependency failed
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    import json
+
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    fetch = [x for x in lines if "jwks fetch" in x.get("event", "")]
+    assert fetch and fetch[0]["request_id"] == "req-log-check-1" and fetch[0]["level"] == "warning"
+    assert token not in log.read_text() and secret not in log.read_text()

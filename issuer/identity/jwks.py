@@ -19,7 +19,7 @@ import ipaddress
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -335,7 +335,9 @@ class JwksCache:
         http_timeout: float = 3.0,
         allow_insecure_loopback: bool = False,
         transport: httpx.BaseTransport | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_failure = on_failure  #: told the provider's name on every failed fetch (metrics)
         if max_age <= 0 or refetch_cooldown < 0 or http_timeout <= 0:
             raise ConfigurationError("JwksCache: max_age and http_timeout must be > 0, refetch_cooldown >= 0")
         self.max_age = float(max_age)
@@ -475,6 +477,8 @@ class JwksCache:
         except FetchError as exc:
             state.failures += 1
             state.last_failure = now
+            if self._on_failure is not None:
+                self._on_failure(name)
             previous = self._current(state, uri)
             log.warning(
                 "jwks fetch for identity provider %s from %s failed: %s; %s",
