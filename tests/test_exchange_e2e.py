@@ -471,3 +471,19 @@ def _attacker(name: str = "attacker"):  # type: ignore[no-untyped-def]
         yield p
     finally:
         p.close()
+
+
+def test_basic_credentials_are_form_urlencoded_per_rfc6749(live: LiveIssuer) -> None:
+    """RFC 6749 section 2.3.1: a client that form-encodes its secret ('+' for a space) authenticates."""
+    from urllib.parse import quote_plus
+
+    secret = "an imported secret with spaces"
+    live.add_client("mcp-space", "https://mcp.space.example", ["tickets"], secret=secret)
+    encoded = base64.b64encode(f"{quote_plus('mcp-space')}:{quote_plus(secret)}".encode()).decode()
+    resp = live.http.post("/token", headers={"Authorization": f"Basic {encoded}"}, data={
+        "grant_type": TOKEN_EXCHANGE, "subject_token": live.idp.token(aud="https://mcp.space.example"),
+        "subject_token_type": ACCESS_TOKEN, "resource": "https://tickets.example"})
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_target", resp.text  # past authentication
+    wrong = base64.b64encode(b"mcp-space:an%20imported+secret+with+space").decode()
+    resp = live.http.post("/token", headers={"Authorization": f"Basic {wrong}"}, data={"grant_type": TOKEN_EXCHANGE})
+    assert resp.status_code == 401

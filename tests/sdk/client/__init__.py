@@ -1,0 +1,1 @@
+"""Tests of the exchange client SDK (issuer.sdk.client)."""
