@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -108,5 +109,6 @@ class RevocationList:
         return {
             "issued_at": now,
             "jtis": [{"jti": j, "exp": int(_ts(exp))} for j, exp in jtis],
-            "subjects": [{"sub_sha256": h, "revoked_before": int(_ts(before))} for h, before in subjects],
+            # Rounded up: a capability issued in the same second as the revocation is revoked too.
+            "subjects": [{"sub_sha256": h, "revoked_before": math.ceil(_ts(before))} for h, before in subjects],
         }

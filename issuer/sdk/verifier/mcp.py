@@ -1,0 +1,125 @@
+"""MCP Python SDK (``mcp`` 2.x) integration: an MCP server that is itself an upstream tool.
+
+The server's bearer middleware calls :meth:`CapabilityTokenVerifier.verify_token`
+for every request; a valid capability becomes an ``AccessToken`` (client_id,
+scopes, expires_at, resource = this tool's audience, subject = the real user,
+claims).  Scopes listed in ``AuthSettings.required_scopes`` are enforced by the
+SDK.  Tool handlers then authorize the call itself - action and arguments,
+and the single use of a call-bound capability - with :meth:`authorize_call`::
+
+    from mcp.server.auth.settings import AuthSettings
+    from mcp.server.mcpserver import MCPServer
+    from issuer.sdk.verifier.mcp import CapabilityTokenVerifier
+
+    capabilities = CapabilityTokenVerifier(verifier)
+    server = MCPServer(
+        "files",
+        token_verifier=capabilities,
+        auth=AuthSettings(issuer_url=verifier.issuer, resource_server_url=verifier.audience,
+                          required_scopes=["files:read"], validate_token_resource=True),
+    )
+
+    @server.tool()
+    async def read_file(path: str) -> str:
+        cap = await capabilities.authorize_call(action="read_file", arguments={"path": path})
+        return open_for(cap.sub, path)
+
+A refused token makes ``verify_token`` return None (the SDK answers 401);
+:meth:`authorize_call` raises the :mod:`issuer.sdk.verifier.errors` refusal,
+which the SDK reports as a tool error.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from pydantic import PrivateAttr
+
+from ._capability import Capability, thaw
+from ._verifier import CapabilityVerifier
+from .errors import CapabilityError, MissingToken
+
+__all__ = ["CapabilityAccessToken", "CapabilityTokenVerifier", "current_capability"]
+
+log = logging.getLogger("issuer.sdk.verifier")
+
+
+class CapabilityAccessToken(AccessToken):
+    """The SDK's ``AccessToken``, carrying the verified :class:`Capability` as well."""
+
+    _capability: Capability | None = PrivateAttr(default=None)
+
+    @property
+    def capability(self) -> Capability:
+        if self._capability is None:
+            raise MissingToken("no verified capability")
+        return self._capability
+
+    @classmethod
+    def from_capability(cls, token: str, cap: Capability) -> CapabilityAccessToken:
+        access = cls(
+            token=token,
+            client_id=cap.client_id,
+            scopes=sorted(cap.scopes),
+            expires_at=cap.expires_at,
+            resource=cap.audience,
+            subject=cap.sub,
+            claims=thaw(cap.claims),
+        )
+        access._capability = cap
+        return access
+
+
+def current_capability() -> Capability | None:
+    """The capability of the request being handled, or None outside an authenticated request."""
+    access = get_access_token()
+    return access.capability if isinstance(access, CapabilityAccessToken) else None
+
+
+class CapabilityTokenVerifier:
+    """A ``mcp.server.auth.provider.TokenVerifier`` backed by a :class:`CapabilityVerifier`."""
+
+    def __init__(self, verifier: CapabilityVerifier) -> None:
+        self.verifier = verifier
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        """The capability as an ``AccessToken``, or None when it is refused (the SDK then answers 401)."""
+        try:
+            cap = await anyio.to_thread.run_sync(self.verifier.verify, token)
+        except CapabilityError as e:
+            log.info("capability refused: %s", e.description)
+            return None
+        return CapabilityAccessToken.from_capability(token, cap)
+
+    async def authorize_call(
+        self,
+        *,
+        action: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        scope: str | None = None,
+    ) -> Capability:
+        """Authorize this tool call against the current request's capability and return it.
+
+        Runs :meth:`CapabilityVerifier.authorize` (in a worker thread: a shared
+        replay cache is a network call); raises :class:`MissingToken` outside
+        an authenticated request and the authorization errors otherwise.
+        """
+        cap = current_capability()
+        if cap is None:
+            raise MissingToken()
+        await anyio.to_thread.run_sync(
+            functools.partial(self.verifier.authorize, cap, scope=scope, action=action, arguments=arguments)
+        )
+        return cap
+
+
+if TYPE_CHECKING:  # mypy proves the class satisfies the SDK's protocol
+
+    def _conforms(verifier: CapabilityTokenVerifier) -> TokenVerifier:
+        return verifier
