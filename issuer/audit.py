@@ -8,8 +8,13 @@ never a token, secret or key.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import hmac
+import json
 import logging
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +91,28 @@ class AuditWriter:
         self._last_seal = clock.monotonic()
         self._sealing = threading.Lock()
 
+    def scrub(self, details: Sequence[Mapping[str, Any]] | None, redact: Sequence[str],
+              hashed: Sequence[str]) -> list[Any] | None:
+        """Details as the audit trail may keep them: the tool's sensitive arguments dropped or hashed.
+
+        Hashes are keyed (HMAC with the pepper) so a low-entropy value such as an account
+        number cannot be recovered by hashing guesses, yet equal values still correlate.
+        """
+        if not details:
+            return None
+        out: list[Any] = []
+        for detail in details:
+            d = copy.deepcopy(dict(detail))
+            args = d.get("arguments")
+            if isinstance(args, dict):
+                for name in redact:
+                    _replace(args, name, lambda _v: "[redacted]")
+                for name in hashed:
+                    _replace(args, name, lambda v: "hmac-sha256:" + hmac.new(
+                        self._pepper, json.dumps(v, sort_keys=True).encode(), hashlib.sha256).hexdigest())
+            out.append(d)
+        return out
+
     def _write(self, record: AuditRecord) -> None:
         row = record.to_row()
         row["mac"] = row_mac(self._pepper, row)
@@ -127,6 +154,15 @@ class AuditWriter:
             self._write(record)
         except SQLAlchemyError as e:
             log.error("audit write of a denial failed: %s", type(e).__name__)
+
+
+def _replace(arguments: dict[str, Any], dotted: str, how: Callable[[Any], Any]) -> None:
+    *parents, leaf = dotted.split(".")
+    node: Any = arguments
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and leaf in node:
+        node[leaf] = how(node[leaf])
 
 
 def audit_row_dict(row: AuditEvent) -> dict[str, Any]:

@@ -212,10 +212,14 @@ def tool() -> None:
 @click.option("--description", default="")
 @click.option("--rate-limit", help="Exchanges per user for this tool, e.g. '60/minute;10/second' "
                                    "(default ISSUER_RATE_LIMIT; a policy rule may set its own).")
+@click.option("--redact-argument", "redact", multiple=True, metavar="NAME",
+              help="An argument whose value the audit trail never keeps (repeat; dotted for nested).")
+@click.option("--hash-argument", "hashed", multiple=True, metavar="NAME",
+              help="An argument the audit trail keeps only as a keyed hash (repeat).")
 @pass_env
 @_guarded
 def tool_add(env: _Env, name: str, resource: str, scopes: tuple[str, ...], actions: tuple[str, ...],
-             description: str, rate_limit: str | None) -> None:
+             description: str, rate_limit: str | None, redact: tuple[str, ...], hashed: tuple[str, ...]) -> None:
     """Register a tool. Nobody can reach it until policy grants it."""
     from .registry import ScopeSpec, add_tool
 
@@ -226,6 +230,7 @@ def tool_add(env: _Env, name: str, resource: str, scopes: tuple[str, ...], actio
             raise ConfigurationError(f"--action {a!r}: expected SCOPE=ACTION[,ACTION] for one of the --scope values")
         by_scope.setdefault(scope, []).extend(x for x in acts.split(",") if x)
     view = add_tool(env.db, name=name, resource_uri=resource, description=description, rate_limit=rate_limit,
+                    redact_arguments=redact, hash_arguments=hashed,
                     scopes=[ScopeSpec(s, actions=tuple(by_scope.get(s, ()))) for s in scopes])
     click.echo(f"tool {view.name} added ({view.resource_uri}; scopes {' '.join(sorted(view.scopes))}); "
                "no one can reach it until a policy grants it")

@@ -195,6 +195,9 @@ class Exchanger:
             self._verify_actor(snapshot, client, req)
         tool = self._target(snapshot, req)
         record.tool = tool.name
+        if req.details is not None:  # what was asked, kept even when refused
+            record.authorization_details = self.audit.scrub(
+                [_requested_detail(req.details)], tool.redact_arguments, tool.hash_arguments)
         principal = Principal(idp=subject.idp, sub=subject.sub, groups=subject.groups, attributes=subject.attributes)
         decision = decide(snapshot, principal, client, tool, req.scopes)
         record.policy_version, record.rule_id = decision.policy_version, decision.rule_id
@@ -245,7 +248,7 @@ class Exchanger:
         record.decision, record.reason = "granted", decision.reason
         record.granted_scopes = claims["scope"]
         record.jti, record.expires_at = claims["jti"], claims["exp"]
-        record.authorization_details = details
+        record.authorization_details = self.audit.scrub(details, tool.redact_arguments, tool.hash_arguments)
         self.audit.commit_grant(record)
         return Capability(token=token, claims=claims, expires_in=lifetime)
 
@@ -335,6 +338,15 @@ class Exchanger:
 def _limits(text: str | None) -> tuple[RateLimitItem, ...]:
     """Parsed once per distinct string: registry and policy values were validated when stored."""
     return parse_limits("rate limit", text) if text else ()
+
+
+def _requested_detail(d: RequestedDetail) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "tool_invocation"}
+    for name in ("locations", "actions", "constraints", "arguments"):
+        value = getattr(d, name)
+        if value is not None:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _unverified_issuer(token: str) -> str | None:

@@ -70,6 +70,9 @@ class Tool(Base):
     status: Mapped[str] = mapped_column(String(20), default="active")
     #: exchanges per user for this tool, unless a policy rule says otherwise (limits syntax)
     rate_limit: Mapped[str | None] = mapped_column(String(100))
+    #: argument names (dotted) whose values the audit trail must not keep, and ones it keeps only as a hash
+    redact_arguments: Mapped[list[str] | None] = mapped_column(JSON)
+    hash_arguments: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     scopes: Mapped[list[ToolScope]] = relationship(
         back_populates="tool", cascade="all, delete-orphan", order_by="ToolScope.name"

@@ -79,6 +79,9 @@ class ToolView:
     status: str = "active"
     description: str = ""
     rate_limit: str | None = None
+    #: argument names whose values the audit trail drops, or keeps only as a keyed hash
+    redact_arguments: tuple[str, ...] = ()
+    hash_arguments: tuple[str, ...] = ()
 
     @property
     def scope_names(self) -> frozenset[str]:
@@ -144,7 +147,8 @@ def _idp_view(row: IdentityProvider) -> TrustedIdp:
 
 def _tool_view(row: Tool) -> ToolView:
     scopes = {s.name: ScopeSpec(s.name, s.description, tuple(s.actions or ())) for s in row.scopes}
-    return ToolView(row.name, row.resource_uri, scopes, row.status, row.description, row.rate_limit)
+    return ToolView(row.name, row.resource_uri, scopes, row.status, row.description, row.rate_limit,
+                    tuple(row.redact_arguments or ()), tuple(row.hash_arguments or ()))
 
 
 def _client_view(row: Client, pepper: bytes) -> ClientView:
@@ -298,11 +302,19 @@ def list_idps(db: Database) -> list[TrustedIdp]:
 def add_tool(
     db: Database, *, name: str, resource_uri: str, scopes: Sequence[ScopeSpec], description: str = "",
     rate_limit: str | None = None,
+    redact_arguments: Sequence[str] = (),
+    hash_arguments: Sequence[str] = (),
 ) -> ToolView:
     check_name("name", name)
     check_resource_uri("resource", resource_uri)
     if rate_limit is not None:
         parse_limits("rate-limit", rate_limit)
+    for flag, names in (("redact-argument", redact_arguments), ("hash-argument", hash_arguments)):
+        for arg in names:
+            if not arg or len(arg) > 200 or any(not part for part in arg.split(".")):
+                raise ConfigurationError(f"{flag}: {arg!r} is not an argument name (dotted for nested ones)")
+    if set(redact_arguments) & set(hash_arguments):
+        raise ConfigurationError("an argument is either redacted or hashed, not both")
     if not scopes:
         raise ConfigurationError("scopes: a tool needs at least one scope")
     seen: set[str] = set()
@@ -315,7 +327,8 @@ def add_tool(
             raise ConfigurationError(f"scope: {sc.name!r} given twice")
         seen.add(sc.name)
     row = Tool(name=name, resource_uri=resource_uri, description=description, status="active",
-               rate_limit=rate_limit, created_at=_now())
+               rate_limit=rate_limit, redact_arguments=list(dict.fromkeys(redact_arguments)) or None,
+               hash_arguments=list(dict.fromkeys(hash_arguments)) or None, created_at=_now())
     row.scopes = [ToolScope(name=s.name, description=s.description, actions=list(s.actions)) for s in scopes]
     _insert(db, row, f"tool {name!r}: name or resource URI already registered")
     return _tool_view(row)

@@ -149,3 +149,37 @@ def test_export_and_tail(live: LiveIssuer) -> None:
 def test_empty_trail(live: LiveIssuer, argv: list[str]) -> None:
     code, out = _cli(live, *argv)
     assert code == 0, out
+
+
+def test_call_arguments_are_audited_with_the_tools_redactions(live: LiveIssuer) -> None:
+    """The trail keeps what was asked and granted, minus what the tool's owner marked sensitive."""
+    from issuer.registry import ScopeSpec, add_tool
+
+    add_tool(live.db, name="bank", resource_uri="https://bank.example", scopes=[ScopeSpec("bank:pay")],
+             redact_arguments=["memo"], hash_arguments=["account.iban"])
+    live.add_client("mcp-bank", "https://mcp.bank.example", ["bank"])
+    live.apply("rules:\n  - id: pay\n    idp: idp-a\n    groups: [support]\n    clients: [mcp-bank]\n"
+               "    tool: bank\n    scopes: [bank:pay]\n    constraints:\n      amount: {max: 100}\n")
+    token = live.idp.token(aud="https://mcp.bank.example")
+
+    def pay(amount: int) -> int:
+        args = {"amount": amount, "memo": "rent for flat 4", "account": {"iban": "DE02120300000000202051"}}
+        detail = json.dumps([{"type": "tool_invocation", "arguments": args}])
+        return live.exchange("mcp-bank", token, resource="https://bank.example", scope="bank:pay",
+                             extra=[("authorization_details", detail)]).status_code
+
+    assert pay(50) == 200
+    assert pay(500) == 400  # outside the constraint: refused, and still recorded with its arguments
+    granted, denied = _rows(live)[-2:]
+    for row in (granted, denied):
+        args = row.authorization_details[0]["arguments"]
+        assert args["memo"] == "[redacted]"
+        assert args["account"]["iban"].startswith("hmac-sha256:")
+        blob = json.dumps(row.authorization_details)
+        assert "rent for flat" not in blob and "DE0212" not in blob
+    assert granted.authorization_details[0]["arguments"]["amount"] == 50
+    assert denied.reason == "invalid_scope" and denied.authorization_details[0]["arguments"]["amount"] == 500
+    # equal values hash equal, so an investigator can correlate without seeing them
+    assert granted.authorization_details[0]["arguments"]["account"] == denied.authorization_details[0]["arguments"][
+        "account"]
+    assert verify_audit(live.db, live.pepper).ok

@@ -700,3 +700,10 @@ def test_apply_refuses_actions_outside_the_rules_own_scopes(reg: Registry) -> No
     wiki = POLICY.replace("tool: tickets", "tool: wiki").replace("[tickets:read]", "[wiki:read]\n    actions: [edit]")
     with pytest.raises(PolicyError, match="no action 'edit'"):
         apply_policy(reg.db, wiki, source="p.yaml", created_by="tests")
+
+
+@pytest.mark.parametrize(("redact", "hashed"), [([""], []), (["a..b"], []), (["x"], ["x"])])
+def test_audit_argument_lists_are_checked(reg: Registry, redact: list[str], hashed: list[str]) -> None:
+    with pytest.raises(ConfigurationError):
+        add_tool(reg.db, name="t", resource_uri="https://t.example", scopes=[ScopeSpec("s")],
+                 redact_arguments=redact, hash_arguments=hashed)

@@ -136,3 +136,54 @@ def test_logs_are_json_with_the_request_id(tmp_path: Path, idp: FakeIdP) -> None
     fetch = [x for x in lines if "jwks fetch" in x.get("event", "")]
     assert fetch and fetch[0]["request_id"] == "req-log-check-1" and fetch[0]["level"] == "warning"
     assert token not in log.read_text() and secret not in log.read_text()
+
+
+def test_two_issuer_processes_share_one_rate_budget_through_redis(tmp_path: Path, idp: FakeIdP) -> None:
+    from tests.conftest import need_service
+
+    redis_url = need_service("ISSUER_TEST_REDIS_URL", "Redis")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
+    env.update(ISSUER_DATABASE_URL=f"sqlite:///{tmp_path}/issuer.db", ISSUER_KEYS_DIR=str(tmp_path / "keys"),
+               ISSUER_ALLOW_INSECURE_LOOPBACK="true", ISSUER_REFRESH_INTERVAL="0", ISSUER_WORKERS="1",
+               ISSUER_REDIS_URL=redis_url, ISSUER_RATE_LIMIT="4/minute")
+
+    def run(*args: str) -> str:
+        res = subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    run("init")
+    run("idp", "add", "idp-a", "--issuer", idp.issuer, "--alg", "ES256")
+    run("tool", "add", "tickets", "--resource", "https://tickets.example", "--scope", "tickets:read")
+    out = run("client", "add", "mcp-helpdesk", "--resource", "https://mcp.helpdesk.example", "--tool", "tickets")
+    secret = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("client_secret: "))
+    (tmp_path / "p.yaml").write_text("rules:\n  - id: r\n    idp: idp-a\n    groups: [support]\n"
+                                     "    clients: [mcp-helpdesk]\n    tool: tickets\n    scopes: [tickets:read]\n")
+    run("policy", "apply", str(tmp_path / "p.yaml"))
+    procs, bases = [], []
+    try:
+        for _ in range(2):
+            port = free_port()
+            procs.append(subprocess.Popen(
+                [str(BIN), "serve"], env={**env, "ISSUER_PORT": str(port), "ISSUER_URL": f"http://127.0.0.1:{port}"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            bases.append(f"http://127.0.0.1:{port}")
+        for base in bases:
+            for _ in range(300):
+                try:
+                    if httpx.get(base + "/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+        sub = f"shared-{time.time_ns()}"  # a fresh identity: Redis keeps its windows between runs
+        codes = []
+        for i in range(6):
+            resp = httpx.post(bases[i % 2] + "/token", auth=("mcp-helpdesk", secret), data={
+                "grant_type": TOKEN_EXCHANGE, "subject_token": idp.token(sub=sub), "subject_token_type": ACCESS_TOKEN,
+                "resource": "https://tickets.example"})
+            codes.append(resp.status_code)
+        assert codes == [200, 200, 200, 200, 429, 429]  # one budget of 4, spent alternately on both processes
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=20)
