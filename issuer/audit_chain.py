@@ -134,6 +134,7 @@ class VerifyResult:
     sealed: int
     checkpoints: int
     problem: str | None = None  #: the first bad record, in words
+    head: tuple[int, str] | None = None  #: (last sealed id, chain) of the newest checkpoint
 
 
 def _rows(db: Database, batch: int = 5000) -> Iterator[AuditEvent]:
@@ -188,6 +189,7 @@ def verify_audit(db: Database, pepper: bytes) -> VerifyResult:
                                 f"records {current.first_id}..{current.last_id} were deleted, inserted or reordered")
         current = next(cp_iter, None)
         chain, count = _GENESIS, 0
-    return VerifyResult(True, rows, sealed, len(checkpoints))
+    head = (checkpoints[-1].last_id, checkpoints[-1].chain) if checkpoints else None
+    return VerifyResult(True, rows, sealed, len(checkpoints), head=head)
 
 

@@ -439,7 +439,7 @@ def _when(value: str | None, name: str) -> Any:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigurationError(f"{name}: {value!r} is not an ISO 8601 time such as 2026-11-25T10:00:00Z") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 @audit.command("verify")
@@ -455,6 +455,9 @@ def audit_verify(env: _Env) -> None:
         sys.exit(1)
     click.echo(f"audit trail verified: {result.rows} records, {result.sealed} sealed in "
                f"{result.checkpoints} checkpoints, {result.rows - result.sealed} awaiting the next seal")
+    if result.head is not None:
+        # Keep this line outside the database: a later verify whose head is older means the end was cut off.
+        click.echo(f"head: record {result.head[0]} chain {result.head[1]}")
 
 
 @audit.command("seal")

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
+from .loopback import is_loopback
 
 __all__ = ["Settings", "load_settings"]
 
@@ -97,33 +98,20 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str) -> str:
-        if v and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if v and not v.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
         return v
 
     @model_validator(mode="after")
     def _https_issuer(self) -> Settings:
         parts = urlsplit(self.url)
-        if parts.scheme == "http" and not self.allow_insecure_loopback and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not self.allow_insecure_loopback and not is_loopback(parts.hostname):
             raise ValueError("ISSUER_URL must be https unless it is a loopback address")
         return self
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite:")
-
-
-def _is_loopback(host: str | None) -> bool:
-    import ipaddress
-
-    if host in (None, ""):
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -74,6 +74,7 @@ def test_sealed_trail_verifies(live: LiveIssuer) -> None:
     code, out = _cli(live, "audit", "verify")
     assert code == 0, out
     assert "6 records, 5 sealed" in out
+    assert f"head: record {_rows(live)[4].id} chain " in out  # to keep outside the database
 
 
 def test_edited_record_is_found(live: LiveIssuer) -> None:
@@ -183,3 +184,9 @@ def test_call_arguments_are_audited_with_the_tools_redactions(live: LiveIssuer) 
     assert granted.authorization_details[0]["arguments"]["account"] == denied.authorization_details[0]["arguments"][
         "account"]
     assert verify_audit(live.db, live.pepper).ok
+
+
+def test_refusal_for_an_unknown_tool_records_the_target(live: LiveIssuer) -> None:
+    live.exchange(resource="https://nowhere.example")
+    row = _rows(live)[-1]
+    assert row.decision == "denied" and row.tool == "https://nowhere.example"

@@ -69,3 +69,11 @@ def test_revoke_by_jti_from_the_audit_trail(live: LiveIssuer) -> None:
     env = {"ISSUER_DATABASE_URL": live.settings.database_url, "ISSUER_KEYS_DIR": str(live.settings.keys_dir)}
     res = CliRunner().invoke(cli, ["revoke", "jti", "never-issued"], env=env)
     assert res.exit_code == 2 and "never-issued" in res.output
+
+
+def test_revoke_subject_needs_a_registered_namespace(live: LiveIssuer) -> None:
+    env = {"ISSUER_DATABASE_URL": live.settings.database_url, "ISSUER_KEYS_DIR": str(live.settings.keys_dir)}
+    for typo in ("idpa:alice", "alice", "idp-a:"):
+        res = CliRunner().invoke(cli, ["revoke", "subject", typo], env=env)
+        assert res.exit_code == 2, (typo, res.output)
+    assert live.http.get("/revocations").json()["subjects"] == []

@@ -234,3 +234,11 @@ def test_init_with_good_settings_succeeds(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "keys" / "keyset.json").exists()
     assert (tmp_path / "issuer.db").exists()
+
+
+def test_redis_url_must_be_one_the_rate_limiter_can_use() -> None:
+    from issuer.errors import ConfigurationError
+    from issuer.settings import load_settings
+
+    with pytest.raises(ConfigurationError, match="ISSUER_REDIS_URL"):
+        load_settings(redis_url="unix:///run/redis.sock")

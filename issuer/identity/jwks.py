@@ -15,7 +15,6 @@ not control, so it is built around three rules:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -29,6 +28,7 @@ import jwt
 
 from .. import clock
 from ..errors import ConfigurationError, InvalidGrant, TemporarilyUnavailable
+from ..loopback import is_loopback
 from .types import ASYMMETRIC_ALGORITHMS, TrustedIdp
 
 __all__ = ["MAX_DOCUMENT_BYTES", "MIN_CACHE_AGE", "FetchError", "JwksCache", "check_fetch_url", "fetch_json"]
@@ -52,7 +52,6 @@ _PUBLIC_MEMBERS: dict[str, tuple[str, ...]] = {
 }
 _EC_CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _OKP_CURVES = frozenset({"Ed25519", "Ed448"})
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class FetchError(Exception):
@@ -60,15 +59,6 @@ class FetchError(Exception):
 
 
 # --------------------------------------------------------------------------- URL policy
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_fetch_url(url: str, allow_insecure_loopback: bool = False) -> None:
@@ -98,7 +88,7 @@ def check_fetch_url(url: str, allow_insecure_loopback: bool = False) -> None:
     scheme = parts.scheme.lower()
     if scheme == "https":
         return
-    if scheme == "http" and _is_loopback(host):
+    if scheme == "http" and is_loopback(host):
         if allow_insecure_loopback:
             return
         raise ConfigurationError(

@@ -15,7 +15,6 @@ returned as a :class:`Response` for the caller to interpret.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import ssl
 import urllib.error
 import urllib.request
@@ -24,21 +23,13 @@ from email.message import Message
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from ...loopback import is_loopback
 from ._errors import IssuerUnavailable, ProtocolError
 
 __all__ = ["MAX_BODY", "Response", "Transport", "insecure_reason", "is_loopback"]
 
 MAX_BODY = 256 * 1024
 USER_AGENT = "mcp-capability-issuer-exchange-client/0.1"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def insecure_reason(url: str, *, allow_insecure_loopback: bool) -> str | None:

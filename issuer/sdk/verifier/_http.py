@@ -10,7 +10,6 @@ whole fetch has a deadline because socket timeouts apply per read.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import time
 import urllib.error
@@ -18,25 +17,17 @@ import urllib.request
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from ...loopback import is_loopback
+
 __all__ = ["MAX_DOCUMENT_BYTES", "FetchError", "check_url", "fetch_json", "is_loopback"]
 
 #: Metadata and key sets are a few KiB; a revocation feed may be longer.
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
-_LOOPBACK_NAMES = frozenset({"localhost"})
 _USER_AGENT = "mcp-capability-issuer-verifier/0.1"
 
 
 class FetchError(Exception):
     """A document could not be fetched or parsed. The message is short and never holds a response body."""
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_url(url: object, allow_insecure_loopback: bool) -> str:
