@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from ... import clock
 from ._http import FetchError, check_url, fetch_json
@@ -32,12 +33,19 @@ class Metadata:
     fetched_at: float
 
 
+def metadata_url(issuer: str) -> str:
+    """RFC 8414 section 3.1: the well-known segment goes between the host and the issuer's path."""
+    parts = urlsplit(issuer)
+    path = parts.path if parts.path != "/" else ""
+    return urlunsplit((parts.scheme, parts.netloc, WELL_KNOWN_PATH + path, "", ""))
+
+
 class Discovery:
     """Fetches and caches the metadata document; thread-safe, single-flight."""
 
     def __init__(self, issuer: str, *, max_age: float, timeout: float, allow_insecure_loopback: bool) -> None:
         self.issuer = issuer
-        self.url = issuer.rstrip("/") + WELL_KNOWN_PATH
+        self.url = metadata_url(issuer)
         self.max_age = max_age
         self.timeout = timeout
         self.allow_insecure_loopback = allow_insecure_loopback

@@ -12,7 +12,10 @@
     async def list_tickets(request):
         cap = request.state.capability                  # verified, scope checked
         body = await request.json()
-        verifier.authorize(cap, action="read", arguments=body)   # the handler's job
+        try:  # the handler's job; in a thread, as a Redis replay check is network I/O
+            await anyio.to_thread.run_sync(functools.partial(verifier.authorize, cap, action="read", arguments=body))
+        except CapabilityError as e:
+            return JSONResponse(e.to_dict(), status_code=e.status_code, headers=e.headers())
 
 For HTTP and WebSocket connections the middleware reads the
 ``Authorization: Bearer`` header (never the query string), verifies the

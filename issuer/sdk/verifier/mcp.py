@@ -25,8 +25,8 @@ and the single use of a call-bound capability - with :meth:`authorize_call`::
         return open_for(cap.sub, path)
 
 A refused token makes ``verify_token`` return None (the SDK answers 401);
-:meth:`authorize_call` raises the :mod:`issuer.sdk.verifier.errors` refusal,
-which the SDK reports as a tool error.
+:meth:`authorize_call` raises a ``ToolError`` naming the refusal (for example
+``insufficient_scope: ...``), which the SDK reports to the caller as a tool error.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import PrivateAttr
 
 from ._capability import Capability, thaw
@@ -107,15 +108,20 @@ class CapabilityTokenVerifier:
         """Authorize this tool call against the current request's capability and return it.
 
         Runs :meth:`CapabilityVerifier.authorize` (in a worker thread: a shared
-        replay cache is a network call); raises :class:`MissingToken` outside
-        an authenticated request and the authorization errors otherwise.
+        replay cache is a network call). A refusal is raised as the MCP SDK's
+        ``ToolError`` carrying the RFC 6750 code and description, because any
+        other exception reaches the model only as an opaque "Error executing
+        tool"; the typed refusal is kept as ``__cause__``.
         """
-        cap = current_capability()
-        if cap is None:
-            raise MissingToken()
-        await anyio.to_thread.run_sync(
-            functools.partial(self.verifier.authorize, cap, scope=scope, action=action, arguments=arguments)
-        )
+        try:
+            cap = current_capability()
+            if cap is None:
+                raise MissingToken()
+            await anyio.to_thread.run_sync(
+                functools.partial(self.verifier.authorize, cap, scope=scope, action=action, arguments=arguments)
+            )
+        except CapabilityError as e:
+            raise ToolError(f"{e.error}: {e.description}") from e
         return cap
 
 

@@ -12,6 +12,7 @@ from flask import g, request
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import TokenVerifier
+from mcp.server.mcpserver.exceptions import ToolError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -280,16 +281,21 @@ def test_mcp_tool_call_authorization(fake: FakeIssuer, verifier: CapabilityVerif
         assert current_capability() is cap
         return cap.sub
 
-    with pytest.raises(InsufficientScope):
+    # refusals reach the model as a ToolError naming the RFC 6750 code; the typed error is the cause
+    with pytest.raises(ToolError, match=r"^insufficient_scope: ") as info:
         _as_current(access, lambda: asyncio.run(tool(call, action="delete_file")))
-    with pytest.raises(ConstraintViolated):
+    assert isinstance(info.value.__cause__, InsufficientScope)
+    with pytest.raises(ToolError) as info:
         _as_current(access, lambda: asyncio.run(tool({"path": "/etc/passwd"})))
+    assert isinstance(info.value.__cause__, ConstraintViolated)
     assert _as_current(access, lambda: asyncio.run(tool(call))) == "alice"
-    with pytest.raises(Replayed):
+    with pytest.raises(ToolError, match=r"^invalid_token: ") as info:
         _as_current(access, lambda: asyncio.run(tool(call)))
+    assert isinstance(info.value.__cause__, Replayed)
     assert current_capability() is None
-    with pytest.raises(MissingToken):
+    with pytest.raises(ToolError) as info:
         asyncio.run(tv.authorize_call(arguments=call))
+    assert isinstance(info.value.__cause__, MissingToken)
 
 
 def test_mcp_access_token_without_capability() -> None:
