@@ -73,6 +73,10 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or fragment (RFC 8414 section 2)")
+        if parts.path not in ("", "/"):
+            # RFC 8414 would put the metadata at /.well-known/oauth-authorization-server/<path>,
+            # which this app does not serve: give each issuer its own host name instead.
+            raise ValueError("must not have a path: serve the issuer at the root of its host")
         return v.rstrip("/")
 
     @field_validator("database_url")

@@ -242,3 +242,13 @@ def test_redis_url_must_be_one_the_rate_limiter_can_use() -> None:
 
     with pytest.raises(ConfigurationError, match="ISSUER_REDIS_URL"):
         load_settings(redis_url="unix:///run/redis.sock")
+
+
+def test_issuer_url_has_no_path() -> None:
+    """Metadata lives at the host root; a path would send RFC 8414 clients to a URL nobody serves."""
+    from issuer.errors import ConfigurationError
+    from issuer.settings import load_settings
+
+    with pytest.raises(ConfigurationError, match="ISSUER_URL.*path"):
+        load_settings(url="https://auth.example/issuer")
+    assert load_settings(url="https://auth.example/").url == "https://auth.example"
