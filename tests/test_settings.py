@@ -249,6 +249,6 @@ def test_issuer_url_has_no_path() -> None:
     from issuer.errors import ConfigurationError
     from issuer.settings import load_settings
 
-    with pytest.raises(ConfigurationError, match="ISSUER_URL.*path"):
+    with pytest.raises(ConfigurationError, match=r"ISSUER_URL.*path"):
         load_settings(url="https://auth.example/issuer")
     assert load_settings(url="https://auth.example/").url == "https://auth.example"
