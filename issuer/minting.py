@@ -28,7 +28,8 @@ class Capability:
 
 
 def new_jti() -> str:
-    return secrets.token_urlsafe(18)
+    """128 random bits in hex: never starts with '-', so an admin can paste it into any command line."""
+    return secrets.token_hex(16)
 
 
 def build_claims(

@@ -62,6 +62,7 @@ def test_revoke_by_jti_from_the_audit_trail(live: LiveIssuer) -> None:
     live.apply(CHAIN_POLICY)
     token = live.exchange().json()["access_token"]
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    assert all(c in "0123456789abcdef" for c in jti)  # pasteable: never an option-like '-...'
     assert "revoked" in _cli(live, "revoke", "jti", jti)
     assert not _introspect(live, token)
     error_of(live.exchange("tickets-svc", token, resource="https://files.example", scope="files:read"),
