@@ -118,3 +118,36 @@ def test_verify_with_only_the_base_install(base_venv: Path, tmp_path: Path) -> N
         "adapter": "flask",
     }
     assert sys.executable != str(base_venv)
+
+
+BOTH_SDKS = r"""
+import json, sys
+
+data = json.load(sys.stdin)
+from issuer.sdk.client import ClientSecret, ExchangeClient, InvalidScope
+from issuer.sdk.verifier import CapabilityVerifier
+
+client = ExchangeClient(issuer=data["issuer"], client_id="mcp-helpdesk", credentials=ClientSecret(data["secret"]),
+                        allow_insecure_loopback=True)
+cap = client.exchange(data["user_token"], tool="https://tickets.example", scope="tickets:read")
+verifier = CapabilityVerifier(issuer=data["issuer"], audience="https://tickets.example", allow_insecure_loopback=True)
+checked = verifier.check(cap.access_token, scope="tickets:read")
+try:
+    client.exchange(data["user_token"], tool="https://tickets.example", scope="tickets:write")
+    refused = "granted"
+except InvalidScope as e:
+    refused = e.error
+print(json.dumps({"sub": checked.sub, "actors": list(checked.actor_chain), "refused": refused}))
+"""
+
+
+def test_both_sdks_against_the_real_issuer_with_only_the_base_install(base_venv: Path, tmp_path: Path,
+                                                                       live_sqlite: Any) -> None:
+    """An MCP server and an upstream tool that installed nothing but the base package work end to end."""
+    data = {"issuer": live_sqlite.url, "secret": live_sqlite.secrets["mcp-helpdesk"],
+            "user_token": live_sqlite.idp.token()}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.run([str(base_venv), "-I", "-c", BOTH_SDKS], input=json.dumps(data), capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == {"sub": "idp-a:alice", "actors": ["mcp-helpdesk"], "refused": "invalid_scope"}
