@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else DatabaseReplayCache(db)
     revocations = RevocationList(db)
-    limiter = RateLimiter(settings.redis_url)
+    limiter = RateLimiter(settings.redis_url, on_state_change=lambda to: metrics.rate_limit_switches.labels(to).inc())
     audit = AuditWriter(db, pepper, metrics=metrics)
     exchanger = Exchanger(settings, snapshots, keys, jwks, audit, revocations, limiter)
 

@@ -31,6 +31,10 @@ class Metrics:
                                  registry=own)
         self.audit_failures = Counter("issuer_audit_write_failures_total", "Audit rows that could not be written.",
                                       ["decision"], registry=own)
+        self.rate_limit_switches = Counter(
+            "issuer_rate_limit_backend_switches_total",
+            "Switches of the rate-limit backend: to 'degraded' (Redis lost, per-process windows) or back to 'shared'.",
+            ["to"], registry=own)
         self.jwks_failures = Counter("issuer_jwks_fetch_failures_total", "Failed identity-provider JWKS fetches.",
                                      ["idp"], registry=own)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
@@ -51,8 +51,9 @@ class Limited:
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str = "") -> None:
+    def __init__(self, redis_url: str = "", *, on_state_change: Callable[[str], None] | None = None) -> None:
         self._redis_url = redis_url
+        self._on_state_change = on_state_change  #: told "degraded" or "shared" on each switch (metrics)
         self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._shared: SlidingWindowCounterRateLimiter | None = None
         self._storage: Storage | None = None
@@ -109,6 +110,8 @@ class RateLimiter:
             if healthy:
                 log.warning("rate limits: Redis is back, budgets are shared again")
                 self._degraded_since = None
+                if self._on_state_change is not None:
+                    self._on_state_change("shared")
                 return self._shared
         return self._memory
 
@@ -117,4 +120,6 @@ class RateLimiter:
             if self._degraded_since is None:
                 log.error("rate limits: Redis unreachable (%s); using per-process limits", type(error).__name__)
                 self._degraded_since = clock.monotonic()
+                if self._on_state_change is not None:
+                    self._on_state_change("degraded")
                 self._next_retry = self._degraded_since + _RETRY_REDIS_EVERY

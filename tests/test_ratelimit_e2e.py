@@ -158,6 +158,7 @@ def test_readyz_reports_degraded_rate_limits(tmp_path: Path, sqlite_url: str, id
         assert live.exchange().status_code == 200  # still serving, with local limits
         ready = live.http.get("/readyz")
         assert ready.status_code == 200
+        assert 'issuer_rate_limit_backend_switches_total{to="degraded"} 1.0' in live.http.get("/metrics").text
         assert ready.json()["status"] == "degraded"
         assert ready.json()["checks"]["rate_limits"] == "degraded"
         assert ready.json()["checks"]["redis"] == "unavailable"
