@@ -1,6 +1,6 @@
 """Settings: one frozen object built from ``ISSUER_*`` environment variables.
 
-Every knob has a documented default (docs/operations.md) and is validated when
+Every knob has a default and a description (rendered into docs/configuration.md) and is validated when
 the process starts; :func:`load_settings` turns a bad value into one line that
 names the variable, so a typo stops start-up instead of weakening a check.
 """
@@ -23,47 +23,102 @@ __all__ = ["Settings", "load_settings"]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ISSUER_", frozen=True, extra="ignore")
 
-    #: The issuer identifier: ``iss`` of every capability and the base of every endpoint URL.
-    url: str = "http://127.0.0.1:8000"
-    #: SQLAlchemy URL. SQLite is the embedded default; PostgreSQL (postgresql+psycopg://) in production.
-    database_url: str = "sqlite:///issuer.db"
-    #: Folder with the signing keys, the key-state file and the client-secret pepper.
-    keys_dir: Path = Path("keys")
-    #: Redis for rate limits and the replay cache shared by replicas; empty = per-process rate limits and
-    #: the database for replay detection.
-    redis_url: str = ""
-    #: Algorithm of newly generated signing keys.
-    signing_alg: Literal["ES256", "EdDSA"] = "ES256"
-    #: Default capability lifetime in seconds; policy and clients may only lower it.
-    token_lifetime: int = Field(300, ge=10, le=900)
-    #: Clock skew tolerated on subject and actor tokens, in seconds.
-    leeway: int = Field(30, ge=0, le=120)
-    #: How often each process checks for a new policy or registry version, in seconds.
-    refresh_interval: float = Field(2.0, ge=0.0, le=60.0)
-    #: Max age of a cached identity-provider JWKS, in seconds.
-    jwks_max_age: float = Field(300.0, ge=60.0, le=86400.0)
-    #: Minimum interval between two JWKS refetches for one provider on an unknown kid.
-    jwks_refetch_cooldown: float = Field(10.0, ge=1.0, le=3600.0)
-    #: Timeout for outgoing HTTP (JWKS, discovery), in seconds.
-    http_timeout: float = Field(3.0, gt=0.0, le=30.0)
-    #: Development only: allow http:// JWKS and discovery URLs on loopback addresses.
-    allow_insecure_loopback: bool = False
-    #: Exchanges per user per tool, unless the tool or a policy rule sets its own (limits syntax).
-    rate_limit: str = "120/minute;20/second"
-    #: Longest delegation chain (nested ``act``) a capability may carry.
-    max_chain_depth: int = Field(4, ge=1, le=16)
-    #: Largest accepted request body, in bytes.
-    max_body_bytes: int = Field(64 * 1024, ge=4096, le=4 * 1024 * 1024)
-    #: Retired signing keys stay in the JWKS this long past their retirement (>= any token lifetime).
-    key_retention: int = Field(3600, ge=900, le=30 * 86400)
-    #: Trust X-Forwarded-Proto/Host from this many proxies (0 = none).
-    trusted_proxies: int = Field(0, ge=0, le=5)
-    #: ``issuer serve`` listen address and worker processes.
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(2, ge=1, le=64)
-    threads: int = Field(4, ge=1, le=64)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Descriptions are rendered into docs/configuration.md by scripts/gen_config_reference.py;
+    # tests/test_docs.py fails when that file no longer matches them.
+    url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Issuer identifier: `iss` of every capability, base of every endpoint URL, audience of actor "
+        "tokens and client assertions. Must be `https` unless the host is a loopback address; no path, query or "
+        "fragment (the metadata lives at the host root, RFC 8414); a trailing `/` is removed.",
+    )
+    database_url: str = Field(
+        "sqlite:///issuer.db",
+        description="SQLAlchemy URL: `sqlite:///path` (embedded default) or `postgresql+psycopg://user:pass@host/db` "
+        "(production; `postgresql://` and `postgres://` are rewritten to the psycopg driver).",
+    )
+    keys_dir: Path = Field(
+        Path("keys"),
+        description="Folder with the signing keys, `keyset.json` and the pepper. Shared by every replica; "
+        "relative paths are relative to the working directory.",
+    )
+    redis_url: str = Field(
+        "",
+        description="`redis://` or `rediss://` URL of the Redis that holds rate-limit counters and the "
+        "`private_key_jwt` replay cache, shared by every worker and replica. Empty: rate limits are counted in "
+        "each process and the replay cache is the `replay_cache` table.",
+    )
+    signing_alg: Literal["ES256", "EdDSA"] = Field(
+        "ES256",
+        description="Algorithm of the key set `issuer init` creates when it is not given `--alg`. Rotation keeps "
+        "the next key's algorithm unless `issuer keys rotate --alg` says otherwise.",
+    )
+    token_lifetime: int = Field(
+        300, ge=10, le=900,
+        description="Default and maximum capability lifetime, seconds; policy and clients may only lower it.",
+    )
+    leeway: int = Field(
+        30, ge=0, le=120,
+        description="Clock skew tolerated on subject and actor tokens and client assertions, seconds.",
+    )
+    refresh_interval: float = Field(
+        2.0, ge=0.0, le=60.0,
+        description="How often each process checks for a new registry or policy version and a changed key set, "
+        "seconds; `0` checks on every request.",
+    )
+    jwks_max_age: float = Field(
+        300.0, ge=60.0, le=86400.0,
+        description="Longest time an identity provider's key set is used without refetching, seconds; the "
+        "provider's `Cache-Control: max-age` is honoured between 60 s and this value.",
+    )
+    jwks_refetch_cooldown: float = Field(
+        10.0, ge=1.0, le=3600.0,
+        description="Minimum time between two refetches of one provider's keys caused by an unknown `kid`, and "
+        "the back-off after a failed fetch, seconds.",
+    )
+    http_timeout: float = Field(
+        3.0, gt=0.0, le=30.0,
+        description="Timeout for outgoing HTTP (provider JWKS and discovery documents), seconds; a whole fetch "
+        "may take at most twice this.",
+    )
+    allow_insecure_loopback: bool = Field(
+        False,
+        description="Development only: allow `http://` JWKS and discovery URLs on loopback addresses. It also "
+        "lets `ISSUER_URL` be `http://` on any host. Never set it in production.",
+    )
+    rate_limit: str = Field(
+        "120/minute;20/second",
+        description="Exchanges per user per tool (limits syntax) for tools without their own `--rate-limit` "
+        "and not covered by a policy rule's `rate_limit`. Checked at start-up.",
+    )
+    max_chain_depth: int = Field(
+        4, ge=1, le=16,
+        description="Most actors a presented capability's `act` chain may hold for it to be chained again.",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024, ge=4096, le=4 * 1024 * 1024,
+        description="Largest accepted request body, bytes; larger bodies get `413`.",
+    )
+    key_retention: int = Field(
+        3600, ge=900, le=30 * 86400,
+        description="How long a retired signing key stays published after retirement, seconds; keep it at or "
+        "above the longest capability lifetime.",
+    )
+    trusted_proxies: int = Field(
+        0, ge=0, le=5,
+        description="Number of reverse proxies whose `X-Forwarded-For`, `-Proto` and `-Host` headers are "
+        "trusted (0 = none); the forwarded client address is what audit rows record.",
+    )
+    host: str = Field("127.0.0.1", description="`issuer serve` listen address (`0.0.0.0` in a container).")
+    port: int = Field(8000, ge=1, le=65535, description="`issuer serve` listen port.")
+    workers: int = Field(2, ge=1, le=64, description="`issuer serve` worker processes.")
+    threads: int = Field(
+        4, ge=1, le=64,
+        description="Threads per `issuer serve` worker (`gthread`; `sync` when 1). Each worker's database pool "
+        "is this plus 2.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level under `issuer serve`, for gunicorn and the issuer's JSON log lines."
+    )
 
     @field_validator("url")
     @classmethod
