@@ -35,7 +35,7 @@ from .errors import (
 )
 from .exchange import Exchanger
 from .identity.jwks import JwksCache
-from .keys import KeyStore
+from .keys import JWKS_MAX_AGE, KeyStore
 from .logs import bind_request, clear_request
 from .metrics import Metrics
 from .oauth.capabilities import CapabilityIntrospection, CapabilityRevocation, CapabilityStore
@@ -57,11 +57,9 @@ from .replay import DatabaseReplayCache, RedisReplayCache, ReplayCache
 from .revocation import RevocationList
 from .settings import Settings, load_settings
 
-__all__ = ["IssuerContext", "create_app"]
+__all__ = ["JWKS_MAX_AGE", "IssuerContext", "create_app"]
 
 log = logging.getLogger("issuer")
-#: How long verifiers may cache metadata and the JWKS; a next key is published at least this long before it signs.
-JWKS_MAX_AGE = 300
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _FORM = "application/x-www-form-urlencoded"
 

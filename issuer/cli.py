@@ -1,7 +1,7 @@
 """The ``issuer`` command: admin verbs of DESIGN section 4.
 
-Command bodies parse arguments and call :mod:`issuer.registry` (the same
-service layer as the admin API); they hold no business logic. Bad input exits
+Command bodies parse arguments and call :class:`issuer.admin.service.AdminService`
+(the same service layer as the admin API); they hold no business logic. Bad input exits
 2 with one line on stderr; an unavailable dependency exits 1.
 """
 
@@ -79,6 +79,12 @@ class _Env:
 
         s = self.settings
         return KeyStore(s.keys_dir, retention=s.key_retention, refresh_interval=0)
+
+    def service(self, by: str | None = None) -> Any:
+        """The admin service, acting as ``cli:<OS user>`` (or who ``--by`` names) in the change log."""
+        from .admin.service import AdminService
+
+        return AdminService(self.db, self.keystore(), self.settings, actor=f"cli:{by or getpass.getuser()}")
 
 
 pass_env = click.make_pass_decorator(_Env, ensure=True)
@@ -167,16 +173,13 @@ def idp_add(env: _Env, name: str, issuer_url: str, jwks_uri: str | None, jwks_fi
             algorithms: tuple[str, ...], subject_claim: str, groups_claim: str, attributes: tuple[str, ...],
             namespace: str | None) -> None:
     """Trust an identity provider."""
-    from .registry import add_idp
-
     jwks = _read_json(jwks_file) if jwks_file else None
-    view = add_idp(
-        env.db, name=name, issuer=issuer_url, jwks_uri=jwks_uri, jwks=jwks, algorithms=algorithms,
+    view = env.service().add_idp(
+        name=name, issuer=issuer_url, jwks_uri=jwks_uri, jwks=jwks, algorithms=algorithms,
         subject_claim=subject_claim, groups_claim=groups_claim, attribute_claims=attributes, namespace=namespace,
-        allow_insecure_loopback=env.settings.allow_insecure_loopback, http_timeout=env.settings.http_timeout,
     )
-    click.echo(f"identity provider {view.name} added (issuer {view.issuer}, keys "
-               f"{view.jwks_uri or 'inline'}, namespace {view.namespace})")
+    click.echo(f"identity provider {view['name']} added (issuer {view['issuer']}, keys "
+               f"{view['jwks_uri'] or 'inline'}, namespace {view['namespace']})")
 
 
 @idp.command("list")
@@ -185,12 +188,10 @@ def idp_add(env: _Env, name: str, issuer_url: str, jwks_uri: str | None, jwks_fi
 @_guarded
 def idp_list(env: _Env, as_json: bool) -> None:
     """List trusted identity providers."""
-    from .registry import list_idps
-
     rows = [
-        {"name": i.name, "issuer": i.issuer, "namespace": i.namespace, "jwks": i.jwks_uri or "inline",
-         "algorithms": ",".join(i.algorithms), "groups_claim": i.groups_claim, "enabled": i.enabled}
-        for i in list_idps(env.db)
+        {"name": i["name"], "issuer": i["issuer"], "namespace": i["namespace"], "jwks": i["jwks_uri"] or "inline",
+         "algorithms": ",".join(i["algorithms"]), "groups_claim": i["groups_claim"], "enabled": i["enabled"]}
+        for i in env.service().list_idps()
     ]
     _emit(rows, as_json, ["name", "issuer", "namespace", "jwks", "algorithms", "groups_claim"])
 
@@ -221,19 +222,19 @@ def tool() -> None:
 def tool_add(env: _Env, name: str, resource: str, scopes: tuple[str, ...], actions: tuple[str, ...],
              description: str, rate_limit: str | None, redact: tuple[str, ...], hashed: tuple[str, ...]) -> None:
     """Register a tool. Nobody can reach it until policy grants it."""
-    from .registry import ScopeSpec, add_tool
-
     by_scope: dict[str, list[str]] = {}
     for a in actions:
         scope, sep, acts = a.partition("=")
         if not sep or scope not in scopes or not acts:
             raise ConfigurationError(f"--action {a!r}: expected SCOPE=ACTION[,ACTION] for one of the --scope values")
         by_scope.setdefault(scope, []).extend(x for x in acts.split(",") if x)
-    view = add_tool(env.db, name=name, resource_uri=resource, description=description, rate_limit=rate_limit,
-                    redact_arguments=redact, hash_arguments=hashed,
-                    scopes=[ScopeSpec(s, actions=tuple(by_scope.get(s, ()))) for s in scopes])
-    click.echo(f"tool {view.name} added ({view.resource_uri}; scopes {' '.join(sorted(view.scopes))}); "
-               "no one can reach it until a policy grants it")
+    view = env.service().add_tool(
+        name=name, resource_uri=resource, description=description, rate_limit=rate_limit,
+        redact_arguments=redact, hash_arguments=hashed,
+        scopes=[{"name": s, "actions": by_scope.get(s, [])} for s in scopes],
+    )
+    click.echo(f"tool {view['name']} added ({view['resource_uri']}; scopes "
+               f"{' '.join(s['name'] for s in view['scopes'])}); no one can reach it until a policy grants it")
 
 
 @tool.command("list")
@@ -242,10 +243,8 @@ def tool_add(env: _Env, name: str, resource: str, scopes: tuple[str, ...], actio
 @_guarded
 def tool_list(env: _Env, as_json: bool) -> None:
     """List tools and their scopes."""
-    from .registry import list_tools
-
-    rows = [{"name": t.name, "resource": t.resource_uri, "scopes": " ".join(sorted(t.scopes)), "status": t.status}
-            for t in list_tools(env.db)]
+    rows = [{"name": t["name"], "resource": t["resource_uri"], "scopes": " ".join(s["name"] for s in t["scopes"]),
+             "status": t["status"]} for t in env.service().list_tools()]
     _emit(rows, as_json, ["name", "resource", "scopes", "status"])
 
 
@@ -277,18 +276,16 @@ def client_add(env: _Env, client_id: str, resource: str, tools: tuple[str, ...],
                jwks_file: Path | None, max_lifetime: int | None, may_chain: bool, secret_stdin: bool,
                rate_limit: str | None) -> None:
     """Register an MCP server. Its secret is printed once and never stored."""
-    from .registry import add_client
-
     secret = None
     if secret_stdin:
         secret = (sys.stdin.readline() if not sys.stdin.isatty() else getpass.getpass("client secret: ")).strip()
-    view, shown = add_client(
-        env.db, client_id=client_id, resource_uri=resource, tools=tools, pepper=env.keystore().pepper(),
-        auth_methods=auth_methods, jwks=_read_json(jwks_file) if jwks_file else None,
-        max_lifetime=max_lifetime, may_chain=may_chain, secret=secret, rate_limit=rate_limit,
+    view, shown = env.service().add_client(
+        client_id=client_id, resource_uri=resource, tools=tools, auth_methods=auth_methods,
+        jwks=_read_json(jwks_file) if jwks_file else None, max_lifetime=max_lifetime, may_chain=may_chain,
+        secret=secret, rate_limit=rate_limit,
     )
-    click.echo(f"client {view.client_id} added (resource {view.resource_uri}; tools {' '.join(sorted(view.tools))})")
-    if shown and not secret_stdin:
+    click.echo(f"client {view['client_id']} added (resource {view['resource_uri']}; tools {' '.join(view['tools'])})")
+    if shown:
         click.echo(f"client_secret: {shown}")
         click.echo("store it now: it is not shown again", err=True)
 
@@ -299,12 +296,42 @@ def client_add(env: _Env, client_id: str, resource: str, tools: tuple[str, ...],
 @_guarded
 def client_list(env: _Env, as_json: bool) -> None:
     """List clients (never their secrets)."""
-    from .registry import list_clients
+    rows = [{"client_id": c["client_id"], "resource": c["resource_uri"], "tools": " ".join(c["tools"]),
+             "auth": ",".join(c["auth_methods"]), "may_chain": c["may_chain"], "max_lifetime": c["max_lifetime"] or "",
+             "enabled": c["enabled"]}
+            for c in env.service().list_clients()]
+    _emit(rows, as_json, ["client_id", "resource", "tools", "auth", "may_chain", "enabled"])
 
-    rows = [{"client_id": c.client_id, "resource": c.resource_uri, "tools": " ".join(sorted(c.tools)),
-             "auth": ",".join(c.auth_methods), "may_chain": c.may_chain, "max_lifetime": c.max_lifetime or ""}
-            for c in list_clients(env.db)]
-    _emit(rows, as_json, ["client_id", "resource", "tools", "auth", "may_chain"])
+
+@client.command("rotate-secret")
+@click.argument("client_id")
+@pass_env
+@_guarded
+def client_rotate_secret(env: _Env, client_id: str) -> None:
+    """Replace a client's secret; the old one stops working on every replica within seconds."""
+    secret = env.service().rotate_client_secret(client_id)
+    click.echo(f"client_secret: {secret}")
+    click.echo("store it now: it is not shown again; the previous secret no longer works", err=True)
+
+
+@client.command("disable")
+@click.argument("client_id")
+@pass_env
+@_guarded
+def client_disable(env: _Env, client_id: str) -> None:
+    """Refuse every exchange by this client (a compromised MCP server) until it is enabled again."""
+    env.service().set_client_enabled(client_id, False)
+    click.echo(f"client {client_id} disabled")
+
+
+@client.command("enable")
+@click.argument("client_id")
+@pass_env
+@_guarded
+def client_enable(env: _Env, client_id: str) -> None:
+    """Let a disabled client exchange tokens again."""
+    env.service().set_client_enabled(client_id, True)
+    click.echo(f"client {client_id} enabled")
 
 
 # ----------------------------------------------------------------------------- policy
@@ -322,13 +349,11 @@ def policy() -> None:
 @_guarded
 def policy_apply(env: _Env, file: Path, created_by: str | None) -> None:
     """Validate FILE and make it the active policy (a new version)."""
-    from .registry import apply_policy
-
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigurationError(f"{file}: cannot read ({type(e).__name__})") from None
-    version = apply_policy(env.db, text, source=str(file), created_by=created_by or getpass.getuser())
+    version = env.service(created_by).apply_policy(text, source=str(file))
     click.echo(f"policy version {version} is active")
 
 
@@ -339,21 +364,35 @@ def policy_apply(env: _Env, file: Path, created_by: str | None) -> None:
 @_guarded
 def policy_show(env: _Env, version: int | None, as_json: bool) -> None:
     """Print the active (or a given) policy version."""
-    from .registry import show_policy
-
-    row = show_policy(env.db, version)
-    if row is None:
-        raise ConfigurationError(
-            f"no policy version {version}" if version is not None else "no policy applied yet (all denied)"
-        )
-    applied_at = _utc(row.created_at)
+    row = env.service().show_policy(version)
     if as_json:
-        doc = {"version": row.version, "applied_by": row.created_by, "applied_at": applied_at,
-               **json.loads(row.canonical)}
+        doc = {"version": row["version"], "applied_by": row["applied_by"], "applied_at": row["applied_at"],
+               **row["policy"]}
         click.echo(json.dumps(doc, indent=2))
         return
-    click.echo(f"# policy version {row.version}, applied by {row.created_by} at {applied_at}")
-    click.echo(row.document.rstrip())
+    click.echo(f"# policy version {row['version']}, applied by {row['applied_by']} at {row['applied_at']}")
+    click.echo(row["document"].rstrip())
+
+
+@policy.command("versions")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@_guarded
+def policy_versions(env: _Env, as_json: bool) -> None:
+    """List applied policy versions, newest first."""
+    _emit(env.service().list_policy_versions(), as_json, ["version", "applied_by", "applied_at"])
+
+
+@policy.command("diff")
+@click.argument("old", type=int)
+@click.argument("new", type=int, required=False)
+@pass_env
+@_guarded
+def policy_diff(env: _Env, old: int, new: int | None) -> None:
+    """Show what changed from version OLD to NEW (default: the active version)."""
+    service = env.service()
+    diff = service.diff_policy(old, new if new is not None else service.show_policy()["version"])
+    click.echo(diff["diff"].rstrip() or f"versions {diff['from']} and {diff['to']} are identical")
 
 
 @policy.command("test")
@@ -370,10 +409,6 @@ def policy_show(env: _Env, version: int | None, as_json: bool) -> None:
 def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], claims: tuple[str, ...],
                 client_id: str, tool_name: str, scopes: tuple[str, ...], as_json: bool) -> None:
     """Show what the active policy decides for one request, and which rule decided."""
-    from .exchange import explain
-    from .keys import KeyStore
-    from .registry import load_snapshot
-
     attrs: dict[str, Any] = {}
     for c in claims:
         k, sep, v = c.partition("=")
@@ -382,32 +417,22 @@ def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], c
         attrs.setdefault(k, []).append(v)
     attributes = {k: [_claim_value(x) for x in v] if len(v) > 1 else _claim_value(v[0]) for k, v in attrs.items()}
     group_list = [g for item in groups for g in item.split(",") if g]
-    pepper = KeyStore(env.settings.keys_dir, retention=env.settings.key_retention).pepper()
-    result = explain(
-        load_snapshot(env.db, pepper), sub=sub, idp=idp, groups=group_list, attributes=attributes,
-        client_id=client_id, tool=tool_name, scopes=list(scopes) or None,
-    )
-    decision = result.decision
-    granted = decision.granted and result.refusal is None
-    reason = str(result.refusal.error) if result.refusal is not None else str(decision.reason)
-    description = result.refusal.description if result.refusal is not None else decision.description
-    out = {"decision": "granted" if granted else "denied", "reason": reason,
-           "rule": decision.rule_id, "scopes": list(decision.scopes) if granted else [],
-           "policy_version": decision.policy_version, "max_lifetime": decision.max_lifetime,
-           "actions": list(result.actions), "constraints": result.constraints or {}, "description": description}
+    out = env.service().test_policy(sub=sub, idp=idp, groups=group_list, claims=attributes, client_id=client_id,
+                                    tool=tool_name, scopes=scopes)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"{'GRANTED' if granted else 'DENIED'} ({reason}) by rule {decision.rule_id or '-'} "
-               f"in policy version {decision.policy_version}")
+    granted = out["decision"] == "granted"
+    click.echo(f"{'GRANTED' if granted else 'DENIED'} ({out['reason']}) by rule {out['rule'] or '-'} "
+               f"in policy version {out['policy_version']}")
     if granted:
-        click.echo(f"scopes: {' '.join(decision.scopes)}")
-        if result.actions:
-            click.echo(f"actions: {' '.join(result.actions)}")
-        if result.constraints:
-            click.echo(f"constraints: {json.dumps(result.constraints, sort_keys=True)}")
+        click.echo(f"scopes: {' '.join(out['scopes'])}")
+        if out["actions"]:
+            click.echo(f"actions: {' '.join(out['actions'])}")
+        if out["constraints"]:
+            click.echo(f"constraints: {json.dumps(out['constraints'], sort_keys=True)}")
     else:
-        click.echo(description)
+        click.echo(out["description"])
 
 
 # ----------------------------------------------------------------------------- audit
@@ -447,17 +472,16 @@ def _when(value: str | None, name: str) -> Any:
 @_guarded
 def audit_verify(env: _Env) -> None:
     """Check every record's tag and every sealed range; exit 1 naming the first bad record."""
-    from .audit_chain import verify_audit
-
-    result = verify_audit(env.db, env.keystore().pepper())
-    if not result.ok:
-        click.echo(f"error: audit trail FAILED verification: {result.problem}", err=True)
+    result = env.service().verify_audit()
+    if not result["ok"]:
+        click.echo(f"error: audit trail FAILED verification: {result['problem']}", err=True)
         sys.exit(1)
-    click.echo(f"audit trail verified: {result.rows} records, {result.sealed} sealed in "
-               f"{result.checkpoints} checkpoints, {result.rows - result.sealed} awaiting the next seal")
-    if result.head is not None:
+    click.echo(f"audit trail verified: {result['rows']} records, {result['sealed']} sealed in "
+               f"{result['checkpoints']} checkpoints, {result['rows'] - result['sealed']} awaiting the next seal; "
+               f"{result['admin_changes']} admin changes")
+    if result["head"] is not None:
         # Keep this line outside the database: a later verify whose head is older means the end was cut off.
-        click.echo(f"head: record {result.head[0]} chain {result.head[1]}")
+        click.echo(f"head: record {result['head']['id']} chain {result['head']['chain']}")
 
 
 @audit.command("seal")
@@ -465,9 +489,7 @@ def audit_verify(env: _Env) -> None:
 @_guarded
 def audit_seal(env: _Env) -> None:
     """Seal every record old enough (the issuer also does this by itself while it serves)."""
-    from .audit_chain import AuditSealer
-
-    click.echo(f"sealed {AuditSealer(env.db, env.keystore().pepper()).seal_all()} records")
+    click.echo(f"sealed {env.service().seal_audit()} records")
 
 
 @audit.command("export")
@@ -480,15 +502,9 @@ def audit_seal(env: _Env) -> None:
 def audit_export(env: _Env, since: str | None, until: str | None, fmt: str, sub: str | None,
                  client_id: str | None, tool: str | None, decision: str | None, reason: str | None) -> None:
     """Write matching records to stdout, oldest first, one JSON object per line."""
-    from .audit import audit_row_dict, query_audit
-
-    filters: dict[str, Any] = {"sub": sub, "client_id": client_id, "tool": tool, "decision": decision, "reason": reason}
-    after = 0
-    while rows := query_audit(env.db, since=_when(since, "--since"), until=_when(until, "--until"),
-                              after_id=after, limit=1000, **filters):
-        for row in rows:
-            click.echo(json.dumps(audit_row_dict(row), sort_keys=True))
-        after = rows[-1].id
+    filters = {"sub": sub, "client_id": client_id, "tool": tool, "decision": decision, "reason": reason}
+    for row in env.service().export_audit(filters, since=_when(since, "--since"), until=_when(until, "--until")):
+        click.echo(json.dumps(row, sort_keys=True))
 
 
 @audit.command("tail")
@@ -503,26 +519,41 @@ def audit_tail(env: _Env, count: int, follow: bool, as_json: bool, sub: str | No
     """Show the newest records; with --follow, keep watching."""
     import time
 
-    from .audit import audit_row_dict, query_audit
+    filters = {"sub": sub, "client_id": client_id, "tool": tool, "decision": decision, "reason": reason}
+    service = env.service()
 
-    filters: dict[str, Any] = {"sub": sub, "client_id": client_id, "tool": tool, "decision": decision, "reason": reason}
-    def show(row: Any) -> None:
-        d = audit_row_dict(row)
+    def show(d: dict[str, Any]) -> None:
         if as_json:
             click.echo(json.dumps(d, sort_keys=True))
         else:
             click.echo(f"{d['time']}  {d['decision']:<7} {d['reason']:<24} {d['sub'] or '-'}  via "
                        f"{d['client_id'] or '-'} -> {d['tool'] or '-'}  [{d['granted_scopes'] or ''}]")
 
-    rows = list(reversed(query_audit(env.db, limit=max(count, 1), newest_first=True, **filters)))
+    rows = list(reversed(service.query_audit(filters, limit=min(max(count, 1), 1000), newest_first=True)))
     for row in rows[-count:] if count > 0 else []:
         show(row)
-    after = rows[-1].id if rows else 0
+    after = rows[-1]["id"] if rows else 0
     while follow:
         time.sleep(1.0)
-        for row in query_audit(env.db, after_id=after, limit=1000, **filters):
+        for row in service.query_audit(filters, after_id=after, limit=1000):
             show(row)
-            after = row.id
+            after = row["id"]
+
+
+@audit.command("changes")
+@click.option("-n", "count", type=int, default=20, show_default=True, help="How many recent changes.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@_guarded
+def audit_changes(env: _Env, count: int, as_json: bool) -> None:
+    """Admin changes (registry, policy, keys, revocations, admin keys): who, what, before and after."""
+    rows = list(reversed(env.service().list_changes(limit=min(max(count, 1), 1000), newest_first=True)))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, sort_keys=True))
+        return
+    for r in rows:
+        click.echo(f"{r['time']}  {r['action']:<22} {r['target']}  by {r['actor']}")
 
 
 # ----------------------------------------------------------------------------- revocation
@@ -540,10 +571,7 @@ def revoke() -> None:
 @_guarded
 def revoke_jti(env: _Env, jti: str, revoked_by: str | None) -> None:
     """Revoke one capability by its `jti` (from the audit trail)."""
-    from .revocation import RevocationList
-
-    if not RevocationList(env.db).revoke_jti(jti, revoked_by or getpass.getuser()):
-        raise ConfigurationError(f"no capability with jti {jti!r} was issued (see the audit trail)")
+    env.service(revoked_by).revoke_jti(jti)
     click.echo(f"capability {jti} revoked")
 
 
@@ -554,16 +582,7 @@ def revoke_jti(env: _Env, jti: str, revoked_by: str | None) -> None:
 @_guarded
 def revoke_subject(env: _Env, sub: str, revoked_by: str | None) -> None:
     """Revoke every capability of a user issued until now. SUB as capabilities carry it: NAMESPACE:SUB."""
-    from .registry import list_idps
-    from .revocation import RevocationList
-
-    namespace, sep, raw = sub.partition(":")
-    namespaces = sorted(i.namespace for i in list_idps(env.db))
-    if not sep or not raw or namespace not in namespaces:
-        raise ConfigurationError(
-            f"{sub!r}: give the subject as capabilities carry it, NAMESPACE:SUB, with a namespace of {namespaces}"
-        )
-    RevocationList(env.db).revoke_subject(sub, revoked_by or getpass.getuser())
+    env.service(revoked_by).revoke_subject(sub)
     click.echo(f"every capability of {sub} issued until now is revoked")
 
 
@@ -583,11 +602,9 @@ def keys() -> None:
 @_guarded
 def keys_rotate(env: _Env, alg: str | None, force: bool) -> None:
     """Start signing with the pre-published next key; publish a fresh next key."""
-    from .app import JWKS_MAX_AGE
-
-    info = env.keystore().rotate(alg, min_published=0 if force else JWKS_MAX_AGE)
-    click.echo(f"active key is now {info.kid} ({info.alg}); the previous key stays published "
-               f"for {env.settings.key_retention}s")
+    info = env.service().rotate_keys(alg, force=force)
+    click.echo(f"active key is now {info['active']} ({info['alg']}); the previous key stays published "
+               f"for {info['previous_published_for']}s")
 
 
 @keys.command("list")
@@ -596,9 +613,47 @@ def keys_rotate(env: _Env, alg: str | None, force: bool) -> None:
 @_guarded
 def keys_list(env: _Env, as_json: bool) -> None:
     """List signing keys and their state (next, active, retired)."""
-    rows = [{"kid": k.kid, "alg": k.alg, "state": k.state, "created_at": k.created_at,
-             "retired_at": k.retired_at or ""} for k in env.keystore().infos()]
-    _emit(rows, as_json, ["kid", "alg", "state", "created_at", "retired_at"])
+    _emit(env.service().list_keys(), as_json, ["kid", "alg", "state", "created_at", "retired_at"])
+
+
+# ----------------------------------------------------------------------------- admin keys
+
+
+@cli.group("admin-key")
+def admin_key() -> None:
+    """Keys for the admin REST API (/admin/v1): `admin` may change things, `auditor` only reads."""
+
+
+@admin_key.command("create")
+@click.option("--role", type=click.Choice(["admin", "auditor"]), required=True)
+@click.option("--name", required=True, help="Who or what holds the key (shown in the change log).")
+@pass_env
+@_guarded
+def admin_key_create(env: _Env, role: str, name: str) -> None:
+    """Create an admin key. It is printed once; only its hash is stored."""
+    info, key = env.service().create_admin_key(name=name, role=role)
+    click.echo(f"admin key {info['key_id']} ({role}) created for {name}")
+    click.echo(f"admin_key: {key}")
+    click.echo("store it now: it is not shown again", err=True)
+
+
+@admin_key.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@_guarded
+def admin_key_list(env: _Env, as_json: bool) -> None:
+    """List admin keys (never the keys themselves)."""
+    _emit(env.service().list_admin_keys(), as_json, ["key_id", "name", "role", "created_at", "revoked_at"])
+
+
+@admin_key.command("revoke")
+@click.argument("key_id")
+@pass_env
+@_guarded
+def admin_key_revoke(env: _Env, key_id: str) -> None:
+    """Revoke an admin key at once."""
+    env.service().revoke_admin_key(key_id)
+    click.echo(f"admin key {key_id} revoked")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -618,15 +673,6 @@ def _claim_value(text: str) -> str | int | bool:
     if re.fullmatch(r"-?(0|[1-9][0-9]{0,17})", text):  # "007" stays a string, as a JSON claim would
         return int(text)
     return text
-
-
-def _utc(when: Any) -> str:
-    """ISO 8601 in UTC; SQLite returns naive datetimes, which we store in UTC."""
-    from datetime import UTC
-
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return str(when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def _redact_url(url: str) -> str:

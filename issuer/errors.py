@@ -10,8 +10,11 @@ Every error the server reports to a client is one of these classes::
      +-- InvalidTarget           400 invalid_target      (RFC 8707)
      +-- InvalidScope            400 invalid_scope
      +-- UnsupportedGrantType    400 unsupported_grant_type
+     +-- AdminUnauthorized       401 invalid_token        (admin API, RFC 6750)
+     +-- AdminForbidden          403 insufficient_scope   (admin API, RFC 6750)
      +-- NotFound                404 not_found
      +-- MethodNotAllowed        405 method_not_allowed
+     +-- Conflict                409 conflict             (admin API)
      +-- PayloadTooLarge         413 invalid_request
      +-- RateLimited             429 rate_limited         (with Retry-After)
      +-- TemporarilyUnavailable  503 temporarily_unavailable
@@ -22,6 +25,8 @@ description built from client input breaks that rule.
 
 :class:`ConfigurationError` is the admin-side counterpart: bad input to the
 CLI or admin API (one line, names the field); it never reaches a token client.
+Its subclasses :class:`UnknownObject` and :class:`AlreadyExists` let the admin
+API answer 404 and 409 where the CLI exits 2; :func:`admin_error` is that mapping.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ from typing import Any
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 __all__ = [
+    "AdminForbidden",
+    "AdminUnauthorized",
+    "AlreadyExists",
     "ConfigurationError",
+    "Conflict",
     "InvalidClient",
     "InvalidGrant",
     "InvalidRequest",
@@ -44,7 +53,9 @@ __all__ = [
     "RateLimited",
     "TemporarilyUnavailable",
     "UnauthorizedClient",
+    "UnknownObject",
     "UnsupportedGrantType",
+    "admin_error",
     "safe_description",
 ]
 
@@ -120,6 +131,34 @@ class UnsupportedGrantType(IssuerError):
     default_description = "The grant type is not supported."
 
 
+class AdminUnauthorized(IssuerError):
+    error = "invalid_token"
+    status_code = 401
+    default_description = "A valid admin key is required: Authorization: Bearer <admin key>."
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        headers.append(("WWW-Authenticate", 'Bearer realm="admin", error="invalid_token"'))
+        return headers
+
+
+class AdminForbidden(IssuerError):
+    error = "insufficient_scope"
+    status_code = 403
+    default_description = "This admin key's role may not do this."
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        headers.append(("WWW-Authenticate", 'Bearer realm="admin", error="insufficient_scope"'))
+        return headers
+
+
+class Conflict(IssuerError):
+    error = "conflict"
+    status_code = 409
+    default_description = "The object already exists."
+
+
 class NotFound(IssuerError):
     error = "not_found"
     status_code = 404
@@ -161,3 +200,20 @@ class TemporarilyUnavailable(IssuerError):
 
 class ConfigurationError(Exception):
     """Bad admin input or settings: one line that names what is wrong."""
+
+
+class UnknownObject(ConfigurationError):
+    """The named provider, tool, client, policy version, key or capability does not exist."""
+
+
+class AlreadyExists(ConfigurationError):
+    """A name, issuer or resource URI that must be unique is taken."""
+
+
+def admin_error(e: ConfigurationError) -> IssuerError:
+    """The admin API's answer to bad admin input: 404, 409, or 400 naming the field."""
+    if isinstance(e, UnknownObject):
+        return NotFound(str(e))
+    if isinstance(e, AlreadyExists):
+        return Conflict(str(e))
+    return InvalidRequest(str(e))

@@ -36,12 +36,16 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from . import clock
 from .errors import ConfigurationError
 
-__all__ = ["KeyInfo", "KeyStore", "SigningKey", "jwk_thumbprint"]
+__all__ = ["JWKS_MAX_AGE", "KeyInfo", "KeyStore", "SigningKey", "jwk_thumbprint"]
 
 State = Literal["next", "active", "retired"]
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 _STATE_FILE = "keyset.json"
 _PEPPER_FILE = "pepper"
+
+
+#: How long verifiers may cache metadata and the JWKS; a next key is published at least this long before it signs.
+JWKS_MAX_AGE = 300
 
 
 @dataclass(frozen=True)

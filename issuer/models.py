@@ -16,6 +16,8 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "AdminChange",
+    "AdminKey",
     "AuditCheckpoint",
     "AuditEvent",
     "Base",
@@ -209,3 +211,35 @@ class RevokedSubject(Base):
     revoked_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     revoked_by: Mapped[str] = mapped_column(String(100))
+
+
+class AdminKey(Base):
+    """A credential for the admin API. Only an HMAC of the secret is kept (as for client secrets)."""
+
+    __tablename__ = "admin_keys"
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AdminChange(Base):
+    """One admin change (registry, policy, keys, revocation, admin keys): who, what, before and after.
+
+    Written in the same transaction as the change where the change is a database
+    write; ``mac`` tags the row under the server pepper like an audit row.
+    """
+
+    __tablename__ = "admin_changes"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(400))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))

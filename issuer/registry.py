@@ -2,9 +2,11 @@
 
 Two faces:
 
-* admin operations (``add_*``, ``list_*``, ``apply_policy``...), the one
-  service layer that the CLI and the admin API both call; every write bumps
-  ``config_state.generation`` in the same transaction;
+* admin operations (``add_*``, ``list_*``, ``apply_policy``...), the
+  validation and storage under :class:`issuer.admin.service.AdminService`,
+  the one service layer the CLI and the admin API both call; every write bumps
+  ``config_state.generation`` and records the admin change (``changes``) in
+  the same transaction;
 * :class:`Snapshot`, an immutable in-memory copy of everything the exchange
   needs, and :class:`SnapshotCache`, which polls the generation at most once
   per refresh interval and reloads on change. The exchange itself never reads
@@ -13,8 +15,9 @@ Two faces:
 
 from __future__ import annotations
 
+import difflib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +29,7 @@ from sqlalchemy.orm import Session, selectinload
 from . import clock
 from .client_secrets import MIN_IMPORTED_SECRET_LENGTH, generate_secret, hash_secret, verify_secret
 from .db import Database
-from .errors import ConfigurationError
+from .errors import AlreadyExists, ConfigurationError, UnknownObject
 from .identity.discovery import discover_jwks_uri
 from .identity.jwks import check_fetch_url
 from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp
@@ -37,6 +40,7 @@ from .validation import check_issuer_url, check_name, check_public_jwks, check_r
 
 __all__ = [
     "AUTH_METHODS",
+    "ChangeRecorder",
     "ClientView",
     "ScopeSpec",
     "Snapshot",
@@ -46,12 +50,23 @@ __all__ = [
     "add_idp",
     "add_tool",
     "apply_policy",
+    "diff_policy",
+    "get_client",
+    "get_idp",
+    "get_tool",
+    "idp_dict",
     "list_clients",
     "list_idps",
+    "list_policy_versions",
     "list_tools",
     "load_snapshot",
+    "rotate_client_secret",
+    "set_client_enabled",
     "show_policy",
 ]
+
+#: Records one admin change inside the change's own transaction: (session, action, target, before, after).
+ChangeRecorder = Callable[[Session, str, str, Mapping[str, Any] | None, Mapping[str, Any] | None], None]
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -87,6 +102,14 @@ class ToolView:
     def scope_names(self) -> frozenset[str]:
         return frozenset(self.scopes)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "resource_uri": self.resource_uri, "description": self.description,
+                "status": self.status,
+                "scopes": [{"name": s.name, "description": s.description, "actions": list(s.actions)}
+                           for s in sorted(self.scopes.values(), key=lambda s: s.name)],
+                "rate_limit": self.rate_limit, "redact_arguments": list(self.redact_arguments),
+                "hash_arguments": list(self.hash_arguments)}
+
 
 @dataclass(frozen=True)
 class ClientView:
@@ -117,6 +140,13 @@ class ClientView:
     def check_grant_type(self, grant_type: str) -> bool:
         return self.enabled and grant_type == TOKEN_EXCHANGE
 
+    def to_dict(self) -> dict[str, Any]:
+        """Never the secret hash; the public keys of a private_key_jwt client are public."""
+        return {"client_id": self.client_id, "resource_uri": self.resource_uri, "tools": sorted(self.tools),
+                "auth_methods": list(self.auth_methods), "jwks": dict(self.jwks) if self.jwks else None,
+                "max_lifetime": self.max_lifetime, "may_chain": self.may_chain, "rate_limit": self.rate_limit,
+                "enabled": self.enabled}
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -143,6 +173,13 @@ def _idp_view(row: IdentityProvider) -> TrustedIdp:
         attribute_claims=tuple(row.attribute_claims or ()),
         enabled=row.enabled,
     )
+
+
+def idp_dict(idp: TrustedIdp) -> dict[str, Any]:
+    return {"name": idp.name, "issuer": idp.issuer, "namespace": idp.namespace, "jwks_uri": idp.jwks_uri,
+            "jwks": dict(idp.jwks) if idp.jwks else None, "algorithms": list(idp.algorithms),
+            "subject_claim": idp.subject_claim, "groups_claim": idp.groups_claim,
+            "attribute_claims": list(idp.attribute_claims), "enabled": idp.enabled}
 
 
 def _tool_view(row: Tool) -> ToolView:
@@ -247,6 +284,7 @@ def add_idp(
     allow_insecure_loopback: bool = False,
     discover: bool = True,
     http_timeout: float = 3.0,
+    changes: ChangeRecorder | None = None,
 ) -> TrustedIdp:
     check_name("name", name)
     check_issuer_url("issuer", issuer)
@@ -287,13 +325,23 @@ def add_idp(
         enabled=True,
         created_at=_now(),
     )
-    _insert(db, row, f"identity provider {name!r}: name, issuer or namespace already registered")
-    return _idp_view(row)
+    view = _idp_view(row)
+    _insert(db, row, f"identity provider {name!r}: name, issuer or namespace already registered",
+            _recorder(changes, "idp.add", name, None, idp_dict(view)))
+    return view
 
 
 def list_idps(db: Database) -> list[TrustedIdp]:
     with db.session() as s:
         return [_idp_view(r) for r in s.scalars(select(IdentityProvider).order_by(IdentityProvider.name))]
+
+
+def get_idp(db: Database, name: str) -> TrustedIdp:
+    with db.session() as s:
+        row = s.scalars(select(IdentityProvider).where(IdentityProvider.name == name)).first()
+        if row is None:
+            raise UnknownObject(f"no identity provider named {name!r}")
+        return _idp_view(row)
 
 
 # --------------------------------------------------------------------------- tools
@@ -304,6 +352,7 @@ def add_tool(
     rate_limit: str | None = None,
     redact_arguments: Sequence[str] = (),
     hash_arguments: Sequence[str] = (),
+    changes: ChangeRecorder | None = None,
 ) -> ToolView:
     check_name("name", name)
     check_resource_uri("resource", resource_uri)
@@ -330,14 +379,24 @@ def add_tool(
                rate_limit=rate_limit, redact_arguments=list(dict.fromkeys(redact_arguments)) or None,
                hash_arguments=list(dict.fromkeys(hash_arguments)) or None, created_at=_now())
     row.scopes = [ToolScope(name=s.name, description=s.description, actions=list(s.actions)) for s in scopes]
-    _insert(db, row, f"tool {name!r}: name or resource URI already registered")
-    return _tool_view(row)
+    view = _tool_view(row)
+    _insert(db, row, f"tool {name!r}: name or resource URI already registered",
+            _recorder(changes, "tool.add", name, None, view.to_dict()))
+    return view
 
 
 def list_tools(db: Database) -> list[ToolView]:
     with db.session() as s:
         rows = s.scalars(select(Tool).options(selectinload(Tool.scopes)).order_by(Tool.name))
         return [_tool_view(r) for r in rows]
+
+
+def get_tool(db: Database, name: str) -> ToolView:
+    with db.session() as s:
+        row = s.scalars(select(Tool).options(selectinload(Tool.scopes)).where(Tool.name == name)).first()
+        if row is None:
+            raise UnknownObject(f"no tool named {name!r}")
+        return _tool_view(row)
 
 
 # --------------------------------------------------------------------------- clients
@@ -357,6 +416,7 @@ def add_client(
     secret: str | None = None,
     name: str = "",
     rate_limit: str | None = None,
+    changes: ChangeRecorder | None = None,
 ) -> tuple[ClientView, str | None]:
     """Register a client. Returns the view and the secret, which is shown once and never stored."""
     check_name("client_id", client_id)
@@ -388,7 +448,7 @@ def add_client(
         tool_rows = {t.name: t for t in s.scalars(select(Tool).where(Tool.name.in_(list(tools))))}
         missing = [t for t in tools if t not in tool_rows]
         if missing:
-            raise ConfigurationError(f"tools: unknown tool(s) {missing}; register them with `issuer tool add`")
+            raise UnknownObject(f"tools: unknown tool(s) {missing}; register them with `issuer tool add`")
     row = Client(
         client_id=client_id,
         name=name,
@@ -403,8 +463,10 @@ def add_client(
         created_at=_now(),
     )
     row.tools = [ClientTool(tool_id=tool_rows[t].id, tool=tool_rows[t]) for t in dict.fromkeys(tools)]
-    _insert(db, row, f"client {client_id!r}: client_id or resource URI already registered")
-    return _client_view(row, pepper), secret
+    view = _client_view(row, pepper)
+    _insert(db, row, f"client {client_id!r}: client_id or resource URI already registered",
+            _recorder(changes, "client.add", client_id, None, view.to_dict()))
+    return view, secret
 
 
 def list_clients(db: Database) -> list[ClientView]:
@@ -415,10 +477,59 @@ def list_clients(db: Database) -> list[ClientView]:
         return [_client_view(r, b"") for r in rows]
 
 
+def _client_row(s: Session, client_id: str) -> Client:
+    row = s.scalars(
+        select(Client).options(selectinload(Client.tools).selectinload(ClientTool.tool))
+        .where(Client.client_id == client_id).with_for_update()
+    ).first()
+    if row is None:
+        raise UnknownObject(f"no client {client_id!r}")
+    return row
+
+
+def get_client(db: Database, client_id: str) -> ClientView:
+    with db.session() as s:
+        return _client_view(_client_row(s, client_id), b"")
+
+
+def rotate_client_secret(db: Database, client_id: str, *, pepper: bytes,
+                         changes: ChangeRecorder | None = None) -> str:
+    """A fresh secret replaces the old one at once (every replica within one refresh interval).
+
+    Returned once and never stored; the old secret stops working, so a leaked
+    secret is cut off by one call.
+    """
+    secret = generate_secret()
+    with db.session() as s:
+        row = _client_row(s, client_id)
+        if not any(m.startswith("client_secret_") for m in row.auth_methods):
+            raise ConfigurationError(f"client {client_id!r} authenticates with private_key_jwt; it has no secret")
+        row.secret_hash = hash_secret(pepper, secret)
+        _bump(s)
+        if changes:
+            changes(s, "client.rotate_secret", client_id, {"secret": "previous"}, {"secret": "rotated"})
+    return secret
+
+
+def set_client_enabled(db: Database, client_id: str, enabled: bool, *,
+                       changes: ChangeRecorder | None = None) -> ClientView:
+    """A disabled client fails authentication everywhere (its capabilities already out expire on their own)."""
+    with db.session() as s:
+        row = _client_row(s, client_id)
+        before = row.enabled
+        row.enabled = enabled
+        _bump(s)
+        if changes and before != enabled:
+            changes(s, "client.enable" if enabled else "client.disable", client_id,
+                    {"enabled": before}, {"enabled": enabled})
+        return _client_view(row, b"")
+
+
 # --------------------------------------------------------------------------- policy
 
 
-def apply_policy(db: Database, text: str, *, source: str, created_by: str) -> int:
+def apply_policy(db: Database, text: str, *, source: str, created_by: str,
+                 changes: ChangeRecorder | None = None) -> int:
     """Validate a policy document against the registry and store it as the next version."""
     doc = parse_policy(text, source)
     with db.session() as s:
@@ -433,7 +544,8 @@ def apply_policy(db: Database, text: str, *, source: str, created_by: str) -> in
         )
         # Serialise concurrent applies on the config row, so versions stay monotonic without gaps.
         s.execute(select(ConfigState).where(ConfigState.id == 1).with_for_update())
-        version = int(s.execute(select(func.coalesce(func.max(PolicyVersion.version), 0))).scalar_one()) + 1
+        previous = int(s.execute(select(func.coalesce(func.max(PolicyVersion.version), 0))).scalar_one())
+        version = previous + 1
         s.add(
             PolicyVersion(
                 version=version,
@@ -444,6 +556,9 @@ def apply_policy(db: Database, text: str, *, source: str, created_by: str) -> in
             )
         )
         _bump(s)
+        if changes:
+            changes(s, "policy.apply", f"policy version {version}", {"version": previous or None},
+                    {"version": version, "source": source[:200]})
     return version
 
 
@@ -457,13 +572,45 @@ def show_policy(db: Database, version: int | None = None) -> PolicyVersion | Non
         return s.scalars(q.limit(1)).first()
 
 
+def list_policy_versions(db: Database) -> list[tuple[int, str, datetime]]:
+    """(version, applied by, applied at), newest first."""
+    with db.session() as s:
+        rows = s.execute(select(PolicyVersion.version, PolicyVersion.created_by, PolicyVersion.created_at)
+                         .order_by(PolicyVersion.version.desc()))
+        return [(int(v), str(by), at) for v, by, at in rows]
+
+
+def diff_policy(db: Database, old: int, new: int) -> str:
+    """A unified diff of two versions as applied (the text an admin wrote, comments included)."""
+    docs = {}
+    for version in (old, new):
+        row = show_policy(db, version)
+        if row is None:
+            raise UnknownObject(f"no policy version {version}")
+        docs[version] = row.document
+    return "".join(difflib.unified_diff(
+        docs[old].splitlines(keepends=True), docs[new].splitlines(keepends=True),
+        fromfile=f"policy version {old}", tofile=f"policy version {new}",
+    ))
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def _insert(db: Database, row: Any, conflict: str) -> None:
+def _recorder(changes: ChangeRecorder | None, action: str, target: str, before: Mapping[str, Any] | None,
+              after: Mapping[str, Any] | None) -> Callable[[Session], None] | None:
+    if changes is None:
+        return None
+    return lambda s: changes(s, action, target, before, after)
+
+
+def _insert(db: Database, row: Any, conflict: str, record: Callable[[Session], None] | None) -> None:
     try:
         with db.session() as s:
             s.add(row)
+            s.flush()  # a duplicate fails here, before the change is recorded
             _bump(s)
+            if record:
+                record(s)
     except IntegrityError:
-        raise ConfigurationError(conflict) from None
+        raise AlreadyExists(conflict) from None

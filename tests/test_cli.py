@@ -229,7 +229,7 @@ def test_policy_show_json_parses(registered: Run) -> None:
 def test_policy_show_prints_the_document_and_its_version(registered: Run, tmp_path: Path) -> None:
     out = ok(registered("policy", "show"))
     first, *rest = out.splitlines()
-    assert first.startswith("# policy version 1, applied by tests at ")
+    assert first.startswith("# policy version 1, applied by cli:tests at ")
     assert "\n".join(rest) == POLICY.rstrip()
     ok(registered("policy", "apply", write(tmp_path, "p2.yaml", POLICY.replace("[support]", "[l2]")), "--by", "b"))
     assert "[l2]" in ok(registered("policy", "show"))
