@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run test lint typecheck bootstrap-server bootstrap-dev clean
+.PHONY: run test lint typecheck bench bootstrap-server bootstrap-dev clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required (PYTHON=$(PYTHON))"; exit 1; }
@@ -19,6 +19,10 @@ $(VENV)/.dev-installed: pyproject.toml $(VENV)/.server-installed
 	$(PIP) -e '.[server,dev]'
 	@touch $@
 
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.dev-installed
+	$(PIP) -e '.[server,dev,bench]'
+	@touch $@
+
 bootstrap-server: $(VENV)/.server-installed
 bootstrap-dev: $(VENV)/.dev-installed
 
@@ -28,11 +32,16 @@ run: $(VENV)/.server-installed
 	exec $(BIN)/issuer serve
 
 test: $(VENV)/.dev-installed
-	$(BIN)/ruff check issuer tests scripts
+	$(BIN)/ruff check issuer tests scripts bench
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check issuer tests scripts
+	$(BIN)/ruff check issuer tests scripts bench
+
+# The benchmark suite (docs/performance.md): about 4 minutes on 2 cores, against the machine's
+# PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_REDIS_URL; defaults on 127.0.0.1). Not part of `make test`.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
