@@ -247,7 +247,7 @@ def check(
 
     # Facts per service, filled in the first pass and cross-checked in the second.
     paths: dict[str, list[str]] = {}
-    params: dict[str, dict[str, Any]] = {}
+    params: dict[str, dict[str, Any]] = {}  # service -> {"--flag": parsed value} of the command it runs
     settings: dict[str, Settings] = {}
     listen: dict[str, tuple[str, int]] = {}
 
@@ -269,7 +269,10 @@ def check(
                 settings[name] = load_settings()
             except ConfigurationError as e:
                 findings.append((name, f"settings do not load: {e}"))
-        paths[name], params[name] = path, dict(ctx.params)
+        # Options by their flag (`--port`), whatever the parameter's Python name is.
+        flags = {opt: ctx.params.get(str(p.name)) for p in chain[-1].params if isinstance(p, click.Option)
+                 for opt in p.opts}
+        paths[name], params[name] = path, flags
         allowed = option_envvars(chain)
         for var in sorted(set(image_env) | set(own_env)):
             source = "Dockerfile ENV" if var not in own_env else "environment"
@@ -279,7 +282,7 @@ def check(
             elif var in own_env and var not in allowed:
                 findings.append((name, f"environment {var} is not the envvar of any option of "
                                        f"`issuer {' '.join(path)}` (known: {sorted(allowed)})"))
-        port, host = ctx.params.get("port"), ctx.params.get("host")
+        port, host = flags.get("--port"), flags.get("--host")
         if path == ["serve"] and name in settings:
             port = port or settings[name].port
             host = host or settings[name].host
@@ -402,9 +405,9 @@ def check(
 
     # The demo services talk to that issuer, and the MCP server to the upstream in its namespace.
     for name, p in params.items():
-        if "issuer" in p and issuer_url and p["issuer"] and str(p["issuer"]).rstrip("/") != issuer_url:
-            findings.append((name, f"--issuer {p['issuer']} is not ISSUER_URL {issuer_url}"))
-        upstream = p.get("upstream")
+        if issuer_url and p.get("--issuer") and str(p["--issuer"]).rstrip("/") != issuer_url:
+            findings.append((name, f"--issuer {p['--issuer']} is not ISSUER_URL {issuer_url}"))
+        upstream = p.get("--upstream")
         if upstream:
             parts = urlsplit(str(upstream))
             mode = services[name].get("network_mode")
