@@ -684,5 +684,10 @@ def _redact_url(url: str) -> str:
         return "<database>"
 
 
+from .demo.command import demo as _demo  # noqa: E402  (after every verb defined above)
+
+cli.add_command(_demo)
+
+
 def main() -> None:
     cli(prog_name="issuer")
