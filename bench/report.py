@@ -109,10 +109,12 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     cmp = result.get("comparison")
     if cmp is None:
         out.append(_target("no figure regressed > 15%", "no previous run", None, "vs previous JSON"))
+    elif not cmp["rows"]:
+        out.append(_target("no figure regressed > 15%", "no figure in common", None, "vs previous run"))
     else:
         bad = [r for r in cmp["rows"] if r["regressed"]]
         out.append(_target("no figure regressed > 15%", f"{len(bad)} regressed of {len(cmp['rows'])}",
-                           not bad, f"vs {cmp['previous']}"))
+                           not bad, "vs previous run"))
     return out
 
 
@@ -211,7 +213,8 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         ax.set_yscale("log")
         ax.set_xlabel("offered load (requests/s, open loop); dotted: closed-loop peak")
         ax.set_ylabel("latency from intended send (ms)")
-        ax.set_title(f"{name}  (exchange/hello {c['ratio']:.2f})")
+        ax.set_title(f"{name}  (exchange/hello {c['ratio']:.2f}, foreign CPU max {c['foreign_cpu_max_pct']:.0f}%)",
+                     fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"issuer benchmark {result.get('started', '')}  commit {result.get('git', {}).get('commit', '')}")

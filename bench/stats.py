@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuSnapshot", "foreign_cpu", "percentile", "read_latencies", "summarise"]
+__all__ = ["CpuSnapshot", "foreign_cpu", "percentile", "read_latencies", "summarise", "wait_quiet"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 #: Process names of the services the issuer uses (a PostgreSQL backend's comm is "postgres").
@@ -83,6 +83,24 @@ def _proc_jiffies(pid: int) -> int:
         return 0
     parts = stat[stat.rindex(")") + 2:].split()
     return int(parts[11]) + int(parts[12]) + int(parts[13]) + int(parts[14])
+
+
+def wait_quiet(max_wait: float, busy_pct: float) -> float:
+    """Wait (at most ``max_wait`` s) until the machine is below ``busy_pct`` % busy over one second.
+
+    Returns the last busy share seen. Other engineers' test suites come and go
+    on this machine; a few seconds' wait often avoids measuring in their middle.
+    """
+    import time
+
+    deadline = time.monotonic() + max_wait
+    while True:
+        a = CpuSnapshot.take(())
+        time.sleep(1.0)
+        b = CpuSnapshot.take(())
+        busy = 100.0 * (b.busy - a.busy) / max(b.total - a.total, 1)
+        if busy < busy_pct or time.monotonic() >= deadline:
+            return busy
 
 
 def foreign_cpu(before: CpuSnapshot, after: CpuSnapshot, ours_extra_seconds: float = 0.0) -> dict[str, float]:
