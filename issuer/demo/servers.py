@@ -8,6 +8,7 @@ is stopped and its thread joined by ``close()``.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -85,8 +86,19 @@ class BackgroundAsgi:
 
 
 def serve_wsgi(app: WsgiApp, host: str, port: int) -> None:
-    """Serve until Ctrl-C or SIGTERM; werkzeug's threaded server, with its access log."""
-    make_server(host, port, app, threaded=True).serve_forever()
+    """Serve until Ctrl-C or SIGTERM; werkzeug's threaded server, with its access log.
+
+    SIGTERM is turned into the Ctrl-C werkzeug already stops on: as PID 1 of a
+    container, a process without a handler would ignore ``docker stop`` until
+    it is killed.
+    """
+    server = make_server(host, port, app, threaded=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    server.serve_forever()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def serve_asgi(app: Any, host: str, port: int) -> None:
