@@ -14,7 +14,6 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask, Response, g, request
 from sqlalchemy import text
@@ -22,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import clock
+from .admin.api import admin_blueprint
 from .audit import AuditRecord, AuditWriter
 from .db import Database
 from .errors import (
@@ -51,9 +51,11 @@ from .oauth.rfc8414 import (
 )
 from .oauth.rfc8693 import TokenExchangeGrant
 from .oauth.server import IssuerServer
+from .openapi import OPENAPI_PATH, build_openapi
 from .ratelimit import RateLimiter
 from .registry import SnapshotCache
 from .replay import DatabaseReplayCache, RedisReplayCache, ReplayCache
+from .responses import error_response, json_response
 from .revocation import RevocationList
 from .settings import Settings, load_settings
 
@@ -130,11 +132,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["issuer"] = ctx
     _routes(app, ctx)
+    app.register_blueprint(admin_blueprint())
     _error_handlers(app, ctx)
     return app
 
 
 def _routes(app: Flask, ctx: IssuerContext) -> None:
+    openapi_body = json.dumps(build_openapi()).encode()
+
     @app.before_request
     def _request_id() -> None:
         rid = request.headers.get("X-Request-Id", "")
@@ -179,7 +184,7 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
             _form_only()
             resp: Response = ctx.server.create_token_response()
         except IssuerError as e:
-            resp = _error_response(e)
+            resp = error_response(e)
         if resp.status_code >= 400 and not g.audited and resp.status_code != 503:
             _audit_refusal(ctx, resp)
         return resp
@@ -207,11 +212,15 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
                 raise InvalidRequest("since must be a number of seconds since the epoch") from None
             if not math.isfinite(since) or not 0 <= since <= clock.now() + 86400:
                 raise InvalidRequest("since must be a time between the epoch and tomorrow")
-        return _json(ctx.revocations.feed(since))
+        return json_response(ctx.revocations.feed(since))
+
+    @app.get(OPENAPI_PATH)
+    def openapi() -> Response:
+        return Response(openapi_body, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"})
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     @app.get("/readyz")
     def readyz() -> Response:
@@ -234,7 +243,7 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
             checks["redis"] = "ok" if ctx.replay.ping() else "unavailable"
         checks["rate_limits"] = ctx.exchanger.limiter.state
         status = "unavailable" if not ok else "ok" if checks.get("redis", "ok") == "ok" else "degraded"
-        return _json({"status": status, "checks": checks}, 200 if ok else 503)
+        return json_response({"status": status, "checks": checks}, 200 if ok else 503)
 
 
 def _audit_refusal(ctx: IssuerContext, resp: Response) -> None:
@@ -260,47 +269,35 @@ def _form_only() -> None:
         raise InvalidRequest(f"Content-Type must be {_FORM}")
 
 
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-
-    return Response(json.dumps(body), status=status, mimetype="application/json",
-                    headers={"Cache-Control": "no-store"})
-
-
-def _error_response(err: IssuerError) -> Response:
-    status, body, headers = err()
-
-    return Response(json.dumps(body), status=status, headers=headers)
-
-
 def _error_handlers(app: Flask, ctx: IssuerContext) -> None:
     @app.errorhandler(IssuerError)
     def _issuer_error(e: IssuerError) -> Response:
-        return _error_response(e)
+        return error_response(e)
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException) -> Response:
         if isinstance(e, RequestEntityTooLarge):
-            return _error_response(PayloadTooLarge())
+            return error_response(PayloadTooLarge())
         if e.code == 404:
-            return _error_response(NotFound())
+            return error_response(NotFound())
         if e.code == 405:
-            resp = _error_response(MethodNotAllowed())
+            resp = error_response(MethodNotAllowed())
             if e.valid_methods:  # type: ignore[attr-defined]
                 resp.headers["Allow"] = ", ".join(e.valid_methods)  # type: ignore[attr-defined]
             return resp
-        return _error_response(InvalidRequest(e.description or "bad request"))
+        return error_response(InvalidRequest(e.description or "bad request"))
 
     @app.errorhandler(SQLAlchemyError)
     def _db_error(e: SQLAlchemyError) -> Response:
         log.error("database error: %s", type(e).__name__)
-        return _error_response(TemporarilyUnavailable("The issuer's database is unavailable."))
+        return error_response(TemporarilyUnavailable("The issuer's database is unavailable."))
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> Response:
         # Never a stack trace or an HTML page to the client.
         log.error("unhandled %s on %s %s", type(e).__name__, request.method, request.path, exc_info=True)
         if isinstance(e, ConfigurationError):  # e.g. the key folder became unreadable
-            return _error_response(TemporarilyUnavailable("The issuer is misconfigured or its keys are unavailable."))
-        resp = _error_response(IssuerError("internal error"))
+            return error_response(TemporarilyUnavailable("The issuer is misconfigured or its keys are unavailable."))
+        resp = error_response(IssuerError("internal error"))
         resp.status_code = 500
         return resp

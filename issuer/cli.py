@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, describe
 from .settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,8 +39,7 @@ def _guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigurationError as e:
-            more = len(getattr(e, "errors", ())) - 1
-            _fail(f"{e} (and {more} more; fix this one first)" if more > 0 else str(e))
+            _fail(describe(e))
         except SQLAlchemyError as e:
             hint = "" if fn.__name__ == "init" else "; run `issuer init`"
             _fail(f"database unavailable or not migrated ({type(e).__name__}){hint}", 1)

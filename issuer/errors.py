@@ -56,6 +56,7 @@ __all__ = [
     "UnknownObject",
     "UnsupportedGrantType",
     "admin_error",
+    "describe",
     "safe_description",
 ]
 
@@ -210,10 +211,16 @@ class AlreadyExists(ConfigurationError):
     """A name, issuer or resource URI that must be unique is taken."""
 
 
+def describe(e: ConfigurationError) -> str:
+    """One line; a policy with several errors names the first and counts the rest."""
+    more = len(getattr(e, "errors", ())) - 1
+    return f"{e} (and {more} more; fix this one first)" if more > 0 else str(e)
+
+
 def admin_error(e: ConfigurationError) -> IssuerError:
     """The admin API's answer to bad admin input: 404, 409, or 400 naming the field."""
     if isinstance(e, UnknownObject):
-        return NotFound(str(e))
+        return NotFound(describe(e))
     if isinstance(e, AlreadyExists):
-        return Conflict(str(e))
-    return InvalidRequest(str(e))
+        return Conflict(describe(e))
+    return InvalidRequest(describe(e))

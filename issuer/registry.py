@@ -448,7 +448,7 @@ def add_client(
         tool_rows = {t.name: t for t in s.scalars(select(Tool).where(Tool.name.in_(list(tools))))}
         missing = [t for t in tools if t not in tool_rows]
         if missing:
-            raise UnknownObject(f"tools: unknown tool(s) {missing}; register them with `issuer tool add`")
+            raise ConfigurationError(f"tools: unknown tool(s) {missing}; register them with `issuer tool add`")
     row = Client(
         client_id=client_id,
         name=name,

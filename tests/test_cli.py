@@ -451,7 +451,7 @@ def test_policy_show_time_is_utc_whatever_the_database_time_zone(
     with freeze_time("2030-01-01T12:00:00Z"):
         ok(run("policy", "apply", path, "--by", "tests", ISSUER_DATABASE_URL=pg_new_york_url))
     out = ok(run("policy", "show", ISSUER_DATABASE_URL=pg_new_york_url))
-    assert out.splitlines()[0] == "# policy version 1, applied by tests at 2030-01-01T12:00:00Z"
+    assert out.splitlines()[0] == "# policy version 1, applied by cli:tests at 2030-01-01T12:00:00Z"
 
 
 def test_rotation_waits_until_the_next_key_has_been_published_long_enough(ready: Run) -> None:
