@@ -41,6 +41,8 @@ def figures(result: dict[str, Any]) -> dict[str, tuple[float, str]]:
                 for q in ("p50_ms", "p99_ms"):
                     out[f"{name}.{route}.at{lvl}.{q}"] = (v[q], "lower")
         out[f"{name}.exchange_over_hello"] = (c["ratio"], "higher")
+        if "server_cpu_ms" in c["exchange"]:
+            out[f"{name}.exchange.server_cpu_ms"] = (c["exchange"]["server_cpu_ms"], "lower")
         if c.get("worker_peak_rss_kib"):
             out[f"{name}.worker_peak_rss_kib"] = (float(max(c["worker_peak_rss_kib"])), "lower")
     for alg, v in result.get("verifier", {}).items():
@@ -156,6 +158,10 @@ def format_table(result: dict[str, Any]) -> str:
                          f"{_lvl(r['levels'].get('90'))}")
         rss = ", ".join(f"{k / 1024:.1f}" for k in c["worker_peak_rss_kib"]) or "-"
         disturbed = c["foreign_cpu_max_pct"] > DISTURBED_PCT
+        if "server_cpu_ms" in c["exchange"]:
+            h, x = c["hello"]["server_cpu_ms"], c["exchange"]["server_cpu_ms"]
+            lines.append(f"issuer CPU per request (peak phases): hello {h:.3f} ms, exchange {x:.3f} ms "
+                         f"(hello/exchange {h / x if x else 0:.3f})")
         lines.append(f"exchange/hello throughput {c['ratio']:.3f}   errors {sum(c['errors'].values())}   "
                      f"tokens issued {c['ok']['exchange']}   audit rows granted {c['audit']['granted']}")
         lines.append(f"peak RSS per worker {rss} MiB   foreign CPU max {c['foreign_cpu_max_pct']:.1f}% of the cores"

@@ -127,6 +127,9 @@ class Driver:
             "latency": stats.summarise(lat),
             "generator_cpu_pct_of_core": 100.0 * gen_cpu / max(duration, 1e-9),
             "cpu": stats.foreign_cpu(before, after, gen_cpu),
+            # CPU the issuer's processes spent per answered request: far less sensitive to other load
+            # on the machine than a rate is (only cache and frequency effects get through).
+            "server_cpu_ms_per_request": 1000.0 * stats.jiffies_to_seconds(after.ours - before.ours) / max(ok, 1),
         }
         self.phases.append(result)
         _progress(result)
@@ -216,6 +219,9 @@ def run_config(name: str, scen: scenario.Scenario, requests: list[bytes], knobs:
             for r in routes:
                 peak[r] = max(peak[r], d.phase(r, "closed", duration=knobs.peak_duration, connections=c,
                                                label=f"peak c={c}")["throughput_rps"])
+        peak_phases = [p for p in d.phases if p["label"].startswith("peak")]
+        cpu_ms = {r: sum(p["server_cpu_ms_per_request"] * p["ok"] for p in peak_phases if p["route"] == r)
+                  / max(1, sum(p["ok"] for p in peak_phases if p["route"] == r)) for r in routes}
         levels: dict[str, dict[str, Any]] = {r: {} for r in routes}
         for lvl in knobs.levels:
             for r in routes:
@@ -233,8 +239,9 @@ def run_config(name: str, scen: scenario.Scenario, requests: list[bytes], knobs:
                        "database": "PostgreSQL" if storage.cleanup_db else "SQLite",
                        "rate_limits": "Redis" if storage.redis_url else "in-process",
                        "rate_limit": server.BENCH_RATE_LIMIT, **storage.notes},
-            "hello": {"peak_rps": peak["hello"], "levels": levels["hello"]},
-            "exchange": {"peak_rps": peak["exchange"], "levels": levels["exchange"]},
+            "hello": {"peak_rps": peak["hello"], "levels": levels["hello"], "server_cpu_ms": cpu_ms["hello"]},
+            "exchange": {"peak_rps": peak["exchange"], "levels": levels["exchange"],
+                         "server_cpu_ms": cpu_ms["exchange"]},
             "ratio": peak["exchange"] / peak["hello"] if peak["hello"] else 0.0,
             "errors": d.errors, "ok": d.ok,
             "audit": {"granted": audit.get("granted", 0),

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuSnapshot", "foreign_cpu", "percentile", "read_latencies", "summarise", "wait_quiet"]
+__all__ = ["CpuSnapshot", "foreign_cpu", "jiffies_to_seconds", "percentile", "read_latencies", "summarise",
+           "wait_quiet"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 #: Process names of the services the issuer uses (a PostgreSQL backend's comm is "postgres").
@@ -73,6 +74,10 @@ def _service_pids() -> list[int]:
             except OSError:
                 continue
     return out
+
+
+def jiffies_to_seconds(j: int) -> float:
+    return j / _TICK
 
 
 def _proc_jiffies(pid: int) -> int:
