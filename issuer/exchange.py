@@ -40,7 +40,7 @@ from .grant_details import (
 )
 from .identity.jwks import JwksCache
 from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp, VerifiedSubject
-from .identity.verify import verify_token
+from .identity.verify import VerifiedTokenCache, peek_issuer, verify_token
 from .keys import KeyStore
 from .minting import ACCESS_TOKEN_TYPE, CAPABILITY_TYP, Capability, actor_claim, build_claims, chain_depth, sign
 from .policy import Decision, Principal, Reason
@@ -162,6 +162,8 @@ class Exchanger:
         self.keys = keys
         self.audit = audit
         self._resolver = _Keys(keys, jwks)
+        #: subject tokens of trusted providers already verified (capabilities we minted are never cached)
+        self.verified = VerifiedTokenCache()
         self._self_idp = TrustedIdp(
             name=_SELF, issuer=settings.url, namespace=_SELF, algorithms=("ES256", "EdDSA"), groups_claim="groups"
         )
@@ -263,7 +265,7 @@ class Exchanger:
         self, snapshot: Snapshot, client: ClientView, req: ExchangeRequest
     ) -> tuple[VerifiedSubject, int]:
         """Returns the subject and the latest expiry a capability for it may have."""
-        chained = _unverified_issuer(req.subject_token) == self.settings.url
+        chained = peek_issuer(req.subject_token) == self.settings.url
         verified = verify_token(
             req.subject_token,
             idps_by_issuer={self.settings.url: self._self_idp} if chained else snapshot.idps_by_issuer,
@@ -272,6 +274,7 @@ class Exchanger:
             leeway=self.settings.leeway,
             what="subject_token",
             required_typ=CAPABILITY_TYP if chained else None,
+            cache=None if chained else self.verified,
         )
         if verified.may_act is not None and verified.may_act.get("sub") != client.client_id:
             raise InvalidGrant("subject_token: may_act does not allow this client")
@@ -303,7 +306,7 @@ class Exchanger:
         if req.actor_token_type not in SUBJECT_TOKEN_TYPES:
             raise InvalidGrant("actor_token: unsupported actor_token_type")
         issuers: Mapping[str, TrustedIdp] = snapshot.idps_by_issuer
-        if client.jwks and _unverified_issuer(req.actor_token or "") == client.client_id:
+        if client.jwks and peek_issuer(req.actor_token or "") == client.client_id:
             issuers = {client.client_id: TrustedIdp(
                 name=f"client:{client.client_id}", issuer=client.client_id, namespace=_SELF,
                 algorithms=tuple(sorted(ASYMMETRIC_ALGORITHMS)), jwks=client.jwks,
@@ -347,15 +350,6 @@ def _requested_detail(d: RequestedDetail) -> dict[str, Any]:
         if value is not None:
             out[name] = list(value) if isinstance(value, tuple) else value
     return out
-
-
-def _unverified_issuer(token: str) -> str | None:
-    """Peek at ``iss`` only to choose the verification path; everything is verified after."""
-    try:
-        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
-    except jwt.PyJWTError:
-        return None
-    return iss if isinstance(iss, str) else None
 
 
 def _str_or_none(v: Any) -> str | None:

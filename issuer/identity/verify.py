@@ -17,17 +17,21 @@ import binascii
 import json
 import math
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
+from .. import clock
 from ..errors import InvalidGrant
 from .types import ASYMMETRIC_ALGORITHMS, TrustedIdp, VerifiedSubject
 
-__all__ = ["MAX_GROUPS", "MAX_TOKEN_LENGTH", "KeyResolver", "verify_token"]
+__all__ = ["MAX_GROUPS", "MAX_TOKEN_LENGTH", "KeyResolver", "VerifiedTokenCache", "peek_issuer", "verify_token"]
 
 #: Larger than any reasonable access or ID token, small enough that parsing an
 #: unauthenticated one costs next to nothing.
@@ -77,6 +81,74 @@ def _json_object(segment: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Malformed
     return value
+
+
+def peek_issuer(token: str) -> str | None:
+    """The unverified ``iss``, only to choose a verification path; everything is verified after."""
+    segments = token.split(".") if isinstance(token, str) and len(token) <= MAX_TOKEN_LENGTH else []
+    if len(segments) != 3 or not _SEGMENT.fullmatch(segments[1]):
+        return None
+    try:
+        iss = _json_object(segments[1]).get("iss")
+    except _Malformed:
+        return None
+    return iss if isinstance(iss, str) else None
+
+
+@dataclass(frozen=True)
+class _Verified:
+    idp: TrustedIdp
+    kid: str | None
+    alg: str
+    key: jwt.PyJWK
+    subject: VerifiedSubject
+    typ: Any
+    audiences: frozenset[str]
+    not_before: float  #: the later of nbf and iat: neither may be in the future
+
+
+class VerifiedTokenCache:
+    """Tokens that passed every check, by their exact text, until they expire.
+
+    An MCP server exchanges the same user token for several tools and calls,
+    and the signature check is most of the cost of an exchange. A hit is
+    returned only while the provider's registration is the very object that
+    verified it (any registry change makes a new one) and the key that
+    verified it is still the provider's current key object (a refetched key
+    set makes new ones); the checks that depend on the request or the time
+    (audience, type, expiry, not-before) run again on every use. Bounded: the
+    least recently used entry goes first, and expired entries as they are met.
+    """
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self._maxsize = maxsize
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, leeway: int) -> _Verified | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            if entry.subject.exp <= clock.now() - leeway:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: _Verified) -> None:
+        with self._lock:
+            self._entries[token] = entry
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 def _clean(text: str) -> bool:
@@ -130,19 +202,26 @@ def verify_token(
     leeway: int,
     what: str = "subject_token",
     required_typ: str | None = None,
+    cache: VerifiedTokenCache | None = None,
 ) -> VerifiedSubject:
     """Verify ``token`` and say who it is about, or raise InvalidGrant.
 
     ``audience`` is this client's identifier: a token issued for anyone else
     is refused, so a client cannot pass through a token that was meant for a
     different service. KeyResolver errors other than InvalidGrant (a provider
-    outage: TemporarilyUnavailable) propagate unchanged.
+    outage: TemporarilyUnavailable) propagate unchanged. With a ``cache``, a
+    token verified before skips the signature check (see VerifiedTokenCache).
     """
 
     def fail(reason: str) -> NoReturn:
         # "from None" even outside an except block: no PyJWT exception (or
         # token fragment in its message) ever rides along as __context__.
         raise InvalidGrant(f"{what}: {reason}") from None
+
+    if cache is not None and (hit := cache.get(token, leeway)) is not None:
+        subject = _recheck(hit, idps_by_issuer, keys, audience, leeway, required_typ, fail)
+        if subject is not None:
+            return subject
 
     # 1. Shape, before any parsing work worth the name.
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
@@ -216,7 +295,7 @@ def verify_token(
     if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_LENGTH or not _clean(sub):
         fail("invalid subject")
 
-    return VerifiedSubject(
+    subject = VerifiedSubject(
         idp=idp.name,
         namespace=idp.namespace,
         sub=sub,
@@ -228,6 +307,38 @@ def verify_token(
         may_act=_actor_claim(claims, "may_act", fail),
         scope=_scope(claims, fail),
     )
+    if cache is not None:
+        aud = claims["aud"]
+        cache.put(token, _Verified(
+            idp=idp, kid=kid, alg=alg, key=key, subject=subject, typ=header.get("typ"),
+            audiences=frozenset([aud] if isinstance(aud, str) else [a for a in aud if isinstance(a, str)]),
+            not_before=max(float(claims.get("nbf", 0)), float(claims.get("iat", 0))),
+        ))
+    return subject
+
+
+def _recheck(hit: _Verified, idps_by_issuer: Mapping[str, TrustedIdp], keys: KeyResolver, audience: str,
+             leeway: int, required_typ: str | None, fail: _Fail) -> VerifiedSubject | None:
+    """A cached verification, if it still holds for this request; None means verify afresh."""
+    if idps_by_issuer.get(hit.subject.claims["iss"]) is not hit.idp:
+        return None  # the registration changed (or the provider is gone): start again
+    try:
+        if keys.key_for(hit.idp, hit.kid, hit.alg) is not hit.key:
+            return None
+    except InvalidGrant:
+        return None  # the full path gives the precise reason
+    now = clock.now()
+    if hit.subject.exp <= now - leeway:
+        fail("expired")
+    if hit.not_before > now + leeway:
+        fail("not yet valid")
+    if audience not in hit.audiences:
+        fail("audience does not include this client")
+    if required_typ is not None and (
+        not isinstance(hit.typ, str) or _normalise_typ(hit.typ) != _normalise_typ(required_typ)
+    ):
+        fail("wrong token type")
+    return hit.subject
 
 
 # ----------------------------------------------------------------------- claim parsers
