@@ -109,11 +109,24 @@ class GroupCommitter:
         self._conn: Connection | None = None  #: batches, in a transaction
         self._single: Connection | None = None  #: a lone row, autocommitted
         self._autocommit = db.engine.dialect.name != "sqlite"  # SQLite's commit is local: no round trip to save
+        self._closed = False
+        db.on_dispose(self.close)
+
+    def close(self) -> None:
+        """Let the committer finish what is queued, close its connections and stop."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
 
     def write(self, row: dict[str, Any]) -> None:
         """Return once ``row`` is committed; raise SQLAlchemyError if it is not (or not in time)."""
         waiter = _Waiter(row)
         with self._cv:
+            if self._closed:
+                raise SQLAlchemyError("the audit writer is closed")
             self._queue.append(waiter)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="audit-committer", daemon=True)
@@ -128,10 +141,13 @@ class GroupCommitter:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._queue:
+                while not self._queue and not self._closed:
                     self._cv.wait()
+                if not self._queue:  # closed and drained
+                    break
                 batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH:]
             self._commit(batch)
+        self._reset()
 
     def _commit(self, batch: list[_Waiter]) -> None:
         try:

@@ -124,8 +124,10 @@ __all__ = [
     "TemplateSyntaxError",
     "check",
     "evaluate",
+    "evaluate_prepared",
     "fill_templates",
     "merge",
+    "prepare",
     "validate_constraints",
 ]
 
@@ -684,8 +686,21 @@ def evaluate(
     understand - newer operator, unfilled ``${sub}`` - is a violation, never
     silently skipped.  Nothing here raises on hostile input.
     """
+    return evaluate_prepared(prepare(constraints), arguments)
+
+
+Prepared = dict[str, dict[str, object]] | list[ConstraintViolation]
+
+
+def prepare(constraints: object) -> Prepared:
+    """The validation half of :func:`evaluate`, done once per constraint set.
+
+    Returns the checked set, or the violations that any arguments will meet
+    (the set itself is invalid). A verifier that sees the same capability
+    again keeps this and calls :func:`evaluate_prepared` per call.
+    """
     try:
-        checked = _validate(constraints, allow=False)
+        return _validate(constraints, allow=False)
     except ConstraintError as exc:
         reason = f"invalid constraint set: {exc.detail}"
         return [
@@ -695,6 +710,12 @@ def evaluate(
         ]
     except Exception:
         return [ConstraintViolation("", "", "invalid constraint set")]
+
+
+def evaluate_prepared(checked: Prepared, arguments: Mapping[str, object]) -> list[ConstraintViolation]:
+    """Every violation of a :func:`prepare`d set by ``arguments``; ``[]`` means admitted."""
+    if isinstance(checked, list):
+        return list(checked)
     violations: list[ConstraintViolation] = []
     for key, ops in checked.items():
         try:

@@ -7,7 +7,7 @@ one worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +32,11 @@ class Database:
         if url.startswith("sqlite:"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._on_dispose: list[Callable[[], None]] = []
+
+    def on_dispose(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` first when the database is disposed: owners of dedicated connections close them."""
+        self._on_dispose.append(fn)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -49,6 +54,8 @@ class Database:
             raise TemporarilyUnavailable("The issuer's database is unavailable.") from e
 
     def dispose(self) -> None:
+        for fn in self._on_dispose:
+            fn()
         self.engine.dispose()
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ...constraints import Prepared, prepare
 from ...tool_invocation import TOOL_INVOCATION, arguments_digest
 from .errors import ExpiredToken, InvalidToken, WrongAudience
 
@@ -51,6 +54,13 @@ class FrozenList(list[Any]):
 
 def freeze(value: Any) -> Any:
     """A read-only deep copy of a JSON value (:class:`FrozenDict`, :class:`FrozenList`)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:  # most of a token
+        return value
+    if kind is dict:
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if kind is list:
+        return FrozenList([freeze(v) for v in value])
     if isinstance(value, Mapping):
         return FrozenDict({k: freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
@@ -93,15 +103,43 @@ class Capability:
     issued_at: int
     expires_at: int
     groups: tuple[str, ...]
-    claims: Mapping[str, Any]
     call_bound: bool
     arguments: Mapping[str, Any] | None
     arguments_sha256: str | None
+    _payload: Mapping[str, Any] = field(repr=False)
 
-    @property
+    @functools.cached_property
+    def claims(self) -> Mapping[str, Any]:
+        """Every claim, read-only. Frozen on first use: most callers never read the raw claims."""
+        return freeze(self._payload)  # type: ignore[no-any-return]
+
+    @functools.cached_property
     def tool_invocations(self) -> tuple[Mapping[str, Any], ...]:
         """The ``tool_invocation`` details: each one's actions, constraints and binding must hold."""
         return tuple(d for d in self.authorization_details if d.get("type") == TOOL_INVOCATION)
+
+    @functools.cached_property
+    def prepared_constraints(self) -> tuple[Prepared, ...]:
+        """Each detail's constraint set, validated once however often the capability is authorized."""
+        return tuple(_prepared(d["constraints"]) for d in self.tool_invocations if "constraints" in d)
+
+
+#: Validated constraint sets by their canonical JSON: the capabilities of one user and tool share a set.
+_PREPARED: dict[str, Prepared] = {}
+_PREPARED_MAX = 4096
+
+
+def _prepared(constraints: Any) -> Prepared:
+    try:
+        key = json.dumps(constraints, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return prepare(constraints)
+    found = _PREPARED.get(key)
+    if found is None:
+        if len(_PREPARED) >= _PREPARED_MAX:
+            _PREPARED.clear()
+        found = _PREPARED[key] = prepare(constraints)
+    return found
 
 
 # --------------------------------------------------------------------------- claim checks
@@ -246,7 +284,7 @@ def capability_from_claims(
         issued_at=math.floor(iat),
         expires_at=math.floor(exp),
         groups=groups,
-        claims=freeze(claims),
+        _payload=claims,
         call_bound=call_bound,
         arguments=freeze(arguments) if arguments is not None else None,
         arguments_sha256=digest,

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
+import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, NoReturn
 
 import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ... import clock
-from ...constraints import ConstraintViolation, evaluate
+from ...constraints import ConstraintViolation, evaluate_prepared
 from ...tool_invocation import arguments_digest
-from ._capability import Capability, capability_from_claims, thaw
+from ._capability import Capability, capability_from_claims
 from ._discovery import Discovery
 from ._http import check_url, fetch_json
 from ._keys import ALGORITHMS, KeySet, KeySource
@@ -36,12 +45,75 @@ log = logging.getLogger("issuer.sdk.verifier")
 MAX_TOKEN_LENGTH = 16 * 1024
 _TYP = "at+jwt"
 _MAX_KID = 256
-# One PyJWS for the process: it is stateless, and used only for the signature.
-_JWS = jwt.PyJWS()
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+_ES256 = ec.ECDSA(hashes.SHA256())
+
+
+def _signature_valid(alg: str, key: jwt.PyJWK, message: bytes, signature: bytes) -> bool:
+    """The signature check itself, with ``cryptography``: the two algorithms of ALGORITHMS, nothing else."""
+    try:
+        if alg == "ES256":
+            if len(signature) != 64:  # JWS ES256 is r || s, 32 bytes each (RFC 7518 section 3.4)
+                return False
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            key.key.verify(der, message, _ES256)
+        elif alg == "EdDSA":
+            key.key.verify(signature, message)
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+
+
+class _Seen:
+    """Capabilities verified before, by their exact text: the repeat calls of one session cost a lookup.
+
+    An entry is reused only while the key that verified it is still the issuer's
+    key for its ``kid`` (a refetched key set replaces the key objects), and is
+    dropped at expiry; revocation is checked on every use, as for a new token.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[str, tuple[Capability, str, str, jwt.PyJWK]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[Capability, str, str, jwt.PyJWK] | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: tuple[Capability, str, str, jwt.PyJWK]) -> None:
+        with self._lock:
+            self._entries[token] = entry
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            self._entries.pop(token, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for the process (json.loads with options would build one per call).
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 class CapabilityVerifier:
@@ -88,6 +160,11 @@ class CapabilityVerifier:
         Accept ``http://`` for loopback hosts (development and tests only).
     ``timeout``
         Seconds for each HTTP request to the issuer.
+    ``cache_size``
+        How many verified capabilities to remember (by their exact text), so
+        that the repeat calls of one session skip the signature check; 0
+        disables it.  Expiry, the current key and revocation are checked on
+        every use.
     """
 
     def __init__(
@@ -104,6 +181,7 @@ class CapabilityVerifier:
         revocation_poll_interval: float | None = None,
         allow_insecure_loopback: bool = False,
         timeout: float = 3.0,
+        cache_size: int = 10_000,
     ) -> None:
         check_url(issuer, allow_insecure_loopback)
         if not isinstance(audience, str) or not audience:
@@ -112,6 +190,9 @@ class CapabilityVerifier:
             raise ValueError("jwks_max_age and timeout must be > 0, refetch_cooldown >= 0, 0 <= leeway <= 300")
         if revocation_poll_interval is not None and revocation_poll_interval <= 0:
             raise ValueError("revocation_poll_interval must be > 0 seconds, or None")
+        if cache_size < 0:
+            raise ValueError("cache_size must be >= 0")
+        self._seen = _Seen(cache_size) if cache_size else None
         self.issuer = issuer
         self.audience = audience
         self.leeway = float(leeway)
@@ -169,28 +250,53 @@ class CapabilityVerifier:
             raise InvalidToken("the capability must be a non-empty string")
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("the capability is too large")
-        if not token.isascii() or token.count(".") != 2:
+        seen = self._seen.get(token) if self._seen is not None else None
+        if seen is not None:
+            cap, kid, alg, key = seen
+            if self._keys.key_for(kid, alg) is key:
+                return self._still_valid(token, cap)
+            assert self._seen is not None
+            self._seen.drop(token)  # the key set changed: verify afresh
+        if token.count(".") != 2:
+            raise InvalidToken("the capability is not a compact JWS")
+        head, payload, signature = token.split(".")
+        # An empty signature is left to the header check, so that "alg": "none" is named as such.
+        if not (_SEGMENT.fullmatch(head) and _SEGMENT.fullmatch(payload) and _SEGMENT.fullmatch(signature or "A")):
             raise InvalidToken("the capability is not a compact JWS")
         try:
-            header = _JWS.get_unverified_header(token)
-        except Exception:
+            header = _JSON.decode(_b64(head).decode())
+        except (ValueError, RecursionError, binascii.Error):
             raise InvalidToken("the capability header is malformed") from None
         alg, kid = self._check_header(header)
         key = self._keys.key_for(kid, alg)
         try:
-            decoded = _JWS.decode_complete(token, key, algorithms=[alg])
-        except jwt.InvalidSignatureError:
-            raise InvalidToken("the capability signature is invalid") from None
-        except Exception:
-            raise InvalidToken("the capability is malformed") from None
+            valid = _signature_valid(alg, key, f"{head}.{payload}".encode(), _b64(signature))
+        except (ValueError, binascii.Error):
+            valid = False
+        if not valid:
+            raise InvalidToken("the capability signature is invalid")
         try:
-            claims = json.loads(decoded["payload"], parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
+            claims = _JSON.decode(_b64(payload).decode())
+        except (ValueError, RecursionError, binascii.Error):
             raise InvalidToken("the capability payload is not JSON") from None
         if not isinstance(claims, dict):
             raise InvalidToken("the capability payload is not a JSON object")
         cap = capability_from_claims(claims, issuer=self.issuer, audience=self.audience, now=clock.now(),
                                      leeway=self.leeway)
+        if self._revocations is not None:
+            self._revocations.ensure_current()
+            self._revocations.check(cap)
+        if self._seen is not None:
+            self._seen.put(token, (cap, kid, alg, key))
+        return cap
+
+    def _still_valid(self, token: str, cap: Capability) -> Capability:
+        """A capability verified before: only what time and revocation can change is checked again."""
+        now = clock.now()
+        if now >= cap.expires_at + self.leeway:
+            assert self._seen is not None
+            self._seen.drop(token)
+            raise ExpiredToken()
         if self._revocations is not None:
             self._revocations.ensure_current()
             self._revocations.check(cap)
@@ -248,10 +354,8 @@ class CapabilityVerifier:
         """
         self._authorize_grant(cap, scope=scope, action=action)
         violations: list[ConstraintViolation] = []
-        for detail in cap.tool_invocations:
-            constraints = detail.get("constraints")
-            if constraints is not None:
-                violations.extend(evaluate(thaw(constraints), arguments if arguments is not None else {}))
+        for prepared in cap.prepared_constraints:
+            violations.extend(evaluate_prepared(prepared, arguments if arguments is not None else {}))
         if cap.call_bound:
             violations.extend(self._binding_violations(cap, arguments))
         if violations:
