@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     audit = AuditWriter(db, pepper, metrics=metrics)
     exchanger = Exchanger(settings, snapshots, keys, jwks, audit, revocations, limiter)
 
-    server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id))
+    server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id), settings.url)
     server.init_app(app)
     server.register_client_auth_method("client_secret_basic", authenticate_basic)
     server.register_client_auth_method("client_secret_post", authenticate_post)

@@ -5,6 +5,9 @@ Minting is pure computation on an already-made decision; it does no I/O.
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -79,10 +82,22 @@ def actor_claim(client_id: str, subject_act: Mapping[str, Any] | None) -> dict[s
     return act
 
 
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=16)
+def _header(kid: str, alg: str) -> bytes:
+    """The protected header of every capability signed with one key: encoded once, not per token."""
+    return _b64url(json.dumps({"alg": alg, "kid": kid, "typ": CAPABILITY_TYP}, separators=(",", ":")).encode())
+
+
 def sign(claims: Mapping[str, Any], key: SigningKey) -> str:
-    return jwt.encode(
-        dict(claims), key.private_key, algorithm=key.alg, headers={"kid": key.kid, "typ": CAPABILITY_TYP}
-    )
+    """Compact JWS (RFC 7515): the signature by PyJWT's algorithm object for the key's alg."""
+    signing_input = _header(key.kid, key.alg) + b"." + _b64url(
+        json.dumps(claims, separators=(",", ":"), allow_nan=False).encode())
+    signature = jwt.get_algorithm_by_name(key.alg).sign(signing_input, key.private_key)
+    return (signing_input + b"." + _b64url(signature)).decode()
 
 
 def chain_depth(act: Mapping[str, Any] | None) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
-from authlib.oauth2.rfc6749 import OAuth2Payload
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from flask import Response
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
@@ -53,8 +53,12 @@ class _FormPayload(OAuth2Payload):  # type: ignore[misc]
 
 
 class FormOnlyRequest(FlaskOAuth2Request):  # type: ignore[misc]
-    def __init__(self, request: Any) -> None:
-        super().__init__(request)
+    def __init__(self, request: Any, uri: str) -> None:
+        # Authlib uses the URI only to refuse plain-http transport. The issuer's configured URL answers
+        # that better than werkzeug's rebuilt request URL (which costs more than the rest of this
+        # wrapper, and reads http behind a TLS-terminating proxy that is not among the trusted ones).
+        OAuth2Request.__init__(self, method=request.method, uri=uri, headers=request.headers)
+        self._request = request
         self.payload = _FormPayload(request.form)
 
     @property
@@ -63,9 +67,10 @@ class FormOnlyRequest(FlaskOAuth2Request):  # type: ignore[misc]
 
 
 class IssuerServer(AuthorizationServer):  # type: ignore[misc]
-    def __init__(self, clients: Any) -> None:
+    def __init__(self, clients: Any, base_url: str) -> None:
         super().__init__()
         self._clients = clients
+        self._base_url = base_url
 
     def query_client(self, client_id: str) -> ClientView | None:
         client: ClientView | None = self._clients(client_id)
@@ -75,7 +80,7 @@ class IssuerServer(AuthorizationServer):  # type: ignore[misc]
         """Capabilities are self-contained JWTs; the audit row is their record."""
 
     def create_oauth2_request(self, request: Any) -> FormOnlyRequest:
-        return FormOnlyRequest(flask_request)
+        return FormOnlyRequest(flask_request, self._base_url + flask_request.path)
 
     def handle_error_response(self, request: Any, error: Any) -> Response:
         if not isinstance(error, IssuerError):

@@ -312,9 +312,9 @@ def test_iat_in_the_future_refused(cache: JwksCache, idp: TrustedIdp, ec_key: Si
     ("overrides", "reason"),
     [
         ({"exp": None}, "missing exp claim"),
-        ({"exp": "soon"}, "malformed token"),
+        ({"exp": "soon"}, "malformed exp"),
         ({"exp": str(2**40)}, "malformed exp"),
-        ({"exp": True}, "expired"),  # PyJWT reads it as 1
+        ({"exp": True}, "malformed exp"),  # a boolean is no time, though Python would read it as 1
         ({"iat": True}, "malformed iat"),
         ({"nbf": "0"}, "malformed nbf"),
         ({"iat": 1.5e300}, "not yet valid"),
