@@ -455,15 +455,9 @@ def _audit_filters(f: F) -> F:
 
 
 def _when(value: str | None, name: str) -> Any:
-    from datetime import UTC, datetime
+    from .admin.service import parse_time
 
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigurationError(f"{name}: {value!r} is not an ISO 8601 time such as 2026-11-25T10:00:00Z") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    return parse_time(value, name)
 
 
 @audit.command("verify")

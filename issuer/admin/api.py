@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
@@ -31,7 +31,7 @@ from ..errors import (
 from ..responses import error_response, json_response
 from . import schemas as m
 from .credentials import AdminIdentity, authenticate
-from .service import AUDIT_FILTERS, AdminService
+from .service import AUDIT_FILTERS, AdminService, parse_time
 
 __all__ = ["MAX_VERSION", "PREFIX", "ROUTES", "Route", "admin_blueprint"]
 
@@ -91,14 +91,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _time_arg(name: str) -> datetime | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(f"{name}: an ISO 8601 time such as 2026-11-25T10:00:00Z") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    return parse_time(request.args.get(name), name)
 
 
 def _audit_filters() -> dict[str, str | None]:

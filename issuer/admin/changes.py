@@ -29,12 +29,8 @@ __all__ = ["ChangeLog", "change_dict", "verify_changes"]
 _FIELDS = ("time", "actor", "action", "target", "before", "after", "request_id")
 
 
-def _iso(when: datetime) -> str:
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _mac(pepper: bytes, row: Mapping[str, Any]) -> str:
-    body = {f: _iso(row[f]) if isinstance(row[f], datetime) else row[f] for f in _FIELDS}
+    body = {f: clock.iso(row[f]) if isinstance(row[f], datetime) else row[f] for f in _FIELDS}
     data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hmac.new(pepper, b"admin-change\x00" + data, hashlib.sha256).hexdigest()
 
@@ -63,7 +59,7 @@ class ChangeLog:
 
 
 def change_dict(row: AdminChange) -> dict[str, Any]:
-    return {"id": row.id, "time": _iso(row.time), "actor": row.actor, "action": row.action, "target": row.target,
+    return {"id": row.id, "time": clock.iso(row.time), "actor": row.actor, "action": row.action, "target": row.target,
             "before": row.before, "after": row.after, "request_id": row.request_id}
 
 

@@ -48,13 +48,8 @@ class AdminIdentity:
 
 
 def key_dict(row: AdminKey) -> dict[str, object]:
-    def iso(when: datetime | None) -> str | None:
-        if when is None:
-            return None
-        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
-
     return {"key_id": row.key_id, "name": row.name, "role": row.role, "created_by": row.created_by,
-            "created_at": iso(row.created_at), "revoked_at": iso(row.revoked_at)}
+            "created_at": clock.iso(row.created_at), "revoked_at": clock.iso(row.revoked_at)}
 
 
 def create_key(db: Database, pepper: bytes, *, name: str, role: str, created_by: str,

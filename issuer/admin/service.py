@@ -10,7 +10,7 @@ for 404 and 409); the faces only translate them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -27,19 +27,21 @@ from ..settings import Settings
 from . import credentials
 from .changes import ChangeLog, change_dict, verify_changes
 
-__all__ = ["AUDIT_FILTERS", "AdminService"]
+__all__ = ["AUDIT_FILTERS", "AdminService", "parse_time"]
 
 #: Filters of the audit trail, in the CLI and the API alike.
 AUDIT_FILTERS = ("sub", "client_id", "tool", "decision", "reason")
 
 
-def _iso(when: datetime | int | None) -> str | None:
-    if when is None:
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """A time filter as people type it (CLI and API alike)."""
+    if value is None:
         return None
-    if isinstance(when, int):
-        when = datetime.fromtimestamp(when, UTC)
-    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    try:
+        return clock.parse_iso(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}: {value[:40]!r} is not an ISO 8601 time such as 2026-11-25T10:00:00Z") from None
 
 
 class AdminService:
@@ -123,11 +125,11 @@ class AdminService:
         if row is None:
             raise UnknownObject(f"no policy version {version}" if version is not None
                                 else "no policy applied yet (all denied)")
-        return {"version": row.version, "applied_by": row.created_by, "applied_at": _iso(row.created_at),
+        return {"version": row.version, "applied_by": row.created_by, "applied_at": clock.iso(row.created_at),
                 "document": row.document, "policy": json.loads(row.canonical)}
 
     def list_policy_versions(self) -> list[dict[str, Any]]:
-        return [{"version": v, "applied_by": by, "applied_at": _iso(at)}
+        return [{"version": v, "applied_by": by, "applied_at": clock.iso(at)}
                 for v, by, at in registry.list_policy_versions(self.db)]
 
     def diff_policy(self, old: int, new: int) -> dict[str, Any]:
@@ -154,8 +156,9 @@ class AdminService:
 
     # ------------------------------------------------------------------ signing keys
     def list_keys(self) -> list[dict[str, Any]]:
-        return [{"kid": k.kid, "alg": k.alg, "state": k.state, "created_at": _iso(k.created_at),
-                 "activated_at": _iso(k.activated_at), "retired_at": _iso(k.retired_at)} for k in self.keys.infos()]
+        return [{"kid": k.kid, "alg": k.alg, "state": k.state, "created_at": clock.iso(k.created_at),
+                 "activated_at": clock.iso(k.activated_at), "retired_at": clock.iso(k.retired_at)}
+                for k in self.keys.infos()]
 
     def rotate_keys(self, alg: str | None = None, *, force: bool = False) -> dict[str, Any]:
         """Start signing with the pre-published next key; refused while caches may not have seen it (unless forced)."""
@@ -227,7 +230,7 @@ class AdminService:
                 f"with a namespace of {namespaces}"
             )
         RevocationList(self.db).revoke_subject(sub, self.actor[:100])
-        self.changes.record(self.db, "revoke.subject", sub, None, {"revoked_before": _iso(int(clock.now()))})
+        self.changes.record(self.db, "revoke.subject", sub, None, {"revoked_before": clock.iso(int(clock.now()))})
         return {"sub": sub, "revoked": True}
 
     # ------------------------------------------------------------------ admin keys
