@@ -5,13 +5,15 @@ commit fails the caller gets a 503 and the signed token is thrown away, so no
 capability exists without its record. Rows hold identities, scopes and ids,
 never a token, secret or key.
 
-Rows are committed in groups (:class:`GroupCommitter`): the request threads of
-a worker hand their rows to one committer thread and wait; it writes every
-row waiting at that moment with one multi-row INSERT and one commit on its
-own connection, then releases each waiter with the outcome. An idle server
-commits each row alone at once; a busy one pays one commit (one WAL flush,
-one round trip) per batch instead of per exchange. Durability is unchanged:
-no waiter returns before the commit that holds its row succeeded.
+Rows are committed in groups (:class:`GroupCommitter`): a request thread
+queues its row; if no commit is under way it becomes the leader and commits
+every row queued at that moment in one transaction on the committer's own
+connection, while threads that arrive meanwhile wait to be released with the
+outcome (or to lead the next group). An idle server commits each row alone,
+in the request's own thread, with no hand-off; a busy one pays one commit
+(one WAL flush, one round trip) per group instead of per exchange.
+Durability is unchanged: no writer returns before the commit that holds its
+row succeeded.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,12 +90,12 @@ class AuditRecord:
 @dataclass(eq=False)
 class _Waiter:
     row: dict[str, Any]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
     error: BaseException | None = None
 
 
 class GroupCommitter:
-    """One committer thread per process; request threads block in :meth:`write` until their row is durable."""
+    """Leader/follower group commit: writers block in :meth:`write` until their row is durable."""
 
     #: Rows per statement: bounds the statement's size, far above the threads one worker runs.
     MAX_BATCH = 500
@@ -105,7 +107,7 @@ class GroupCommitter:
         self._wait_timeout = wait_timeout
         self._cv = threading.Condition()
         self._queue: list[_Waiter] = []
-        self._thread: threading.Thread | None = None
+        self._leading = False  #: a writer is committing a group; only the leader touches the connections
         self._conn: Connection | None = None  #: batches, in a transaction
         self._single: Connection | None = None  #: a lone row, autocommitted
         self._autocommit = db.engine.dialect.name != "sqlite"  # SQLite's commit is local: no round trip to save
@@ -122,41 +124,46 @@ class GroupCommitter:
         db.on_dispose(self.close)
 
     def close(self) -> None:
-        """Let the committer finish what is queued, close its connections and stop."""
+        """Refuse new rows, let a commit under way finish, close the connections."""
         with self._cv:
             self._closed = True
+            self._cv.wait_for(lambda: not self._leading, timeout=self._wait_timeout)
+            self._reset()
             self._cv.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
 
     def write(self, row: dict[str, Any]) -> None:
         """Return once ``row`` is committed; raise SQLAlchemyError if it is not (or not in time)."""
         waiter = _Waiter(row)
+        deadline = clock.monotonic() + self._wait_timeout
         with self._cv:
             if self._closed:
                 raise SQLAlchemyError("the audit writer is closed")
             self._queue.append(waiter)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="audit-committer", daemon=True)
-                self._thread.start()
-            self._cv.notify()
-        if not waiter.done.wait(self._wait_timeout):
-            # The row may still be committed later: an audit row without a token is harmless, the reverse is not.
-            raise PoolTimeout("audit commit did not finish in time")
+            while self._leading and not waiter.done:
+                self._cv.wait(timeout=max(0.0, deadline - clock.monotonic()))
+                if not waiter.done and self._leading and clock.monotonic() >= deadline:
+                    # The row may still be committed later: an audit row without a token is harmless,
+                    # the reverse is not.
+                    raise PoolTimeout("audit commit did not finish in time")
+            if not waiter.done and self._closed:
+                self._queue.remove(waiter)
+                raise SQLAlchemyError("the audit writer is closed")
+            if not waiter.done:
+                self._leading = True  # nobody is committing and our row waits: lead the next group
+        if not waiter.done:
+            try:
+                while not waiter.done:
+                    with self._cv:
+                        batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH:]
+                    self._commit(batch)
+                    with self._cv:
+                        self._cv.notify_all()
+            finally:
+                with self._cv:
+                    self._leading = False
+                    self._cv.notify_all()  # a writer whose row is still queued leads the next group
         if waiter.error is not None:
             raise waiter.error
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queue and not self._closed:
-                    self._cv.wait()
-                if not self._queue:  # closed and drained
-                    break
-                batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH:]
-            self._commit(batch)
-        self._reset()
 
     def _commit(self, batch: list[_Waiter]) -> None:
         try:
@@ -171,7 +178,7 @@ class GroupCommitter:
                     self._commit([w])
                 return
         for w in batch:
-            w.done.set()
+            w.done = True
 
     def _execute(self, rows: list[dict[str, Any]]) -> None:
         if self._psycopg:
