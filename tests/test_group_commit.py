@@ -94,3 +94,23 @@ def test_a_write_that_cannot_commit_raises_and_the_next_one_works(db: Database) 
         committer.write(_row(sub="x" * 100_000) if db.engine.dialect.name != "sqlite" else {"nonsense": 1})
     committer.write(_row())
     assert _count(db) == 2
+
+
+def test_a_writer_behind_a_stuck_commit_gives_up_with_an_error(db: Database) -> None:
+    """The commit under way hangs (a stalled database): the next writer gets an error, never a silent pass."""
+    committer = GroupCommitter(db, wait_timeout=0.2)
+    with committer._cv:
+        committer._leading = True  # as if another writer were stuck inside its commit
+    with pytest.raises(SQLAlchemyError, match="in time"):
+        committer.write(_row())
+    with committer._cv:
+        committer._leading = False
+
+
+def test_a_closed_committer_refuses_rows(db: Database) -> None:
+    committer = GroupCommitter(db)
+    committer.write(_row())
+    committer.close()
+    with pytest.raises(SQLAlchemyError, match="closed"):
+        committer.write(_row())
+    assert _count(db) == 1
