@@ -118,7 +118,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     server.register_client_auth_method(
         "private_key_jwt", PrivateKeyJwt([settings.url, settings.url + TOKEN_PATH], replay, settings.leeway)
     )
-    grant = type("BoundTokenExchangeGrant", (TokenExchangeGrant,), {"exchanger": exchanger})
+    grant = type("BoundTokenExchangeGrant", (TokenExchangeGrant,),
+                 {"exchanger": exchanger, "replay": replay, "token_url": settings.url + TOKEN_PATH})
     server.register_grant(grant)
     capabilities = CapabilityStore(settings.url, keys, revocations)
     server.register_endpoint(CapabilityIntrospection(server, capabilities))

@@ -9,6 +9,7 @@ Every error the server reports to a client is one of these classes::
      +-- UnauthorizedClient      400 unauthorized_client
      +-- InvalidTarget           400 invalid_target      (RFC 8707)
      +-- InvalidScope            400 invalid_scope
+     +-- InvalidDPoPProof        400 invalid_dpop_proof   (RFC 9449)
      +-- UnsupportedGrantType    400 unsupported_grant_type
      +-- AdminUnauthorized       401 invalid_token        (admin API, RFC 6750)
      +-- AdminForbidden          403 insufficient_scope   (admin API, RFC 6750)
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "InvalidClient",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
@@ -120,6 +122,13 @@ class UnauthorizedClient(IssuerError):
 class InvalidTarget(IssuerError):
     error = "invalid_target"
     default_description = "The requested target is unknown or not reachable."
+
+
+class InvalidDPoPProof(IssuerError):
+    """RFC 9449 section 5: the DPoP proof of a token request is missing, malformed or fails a check."""
+
+    error = "invalid_dpop_proof"
+    default_description = "The DPoP proof is invalid."
 
 
 class InvalidScope(IssuerError):

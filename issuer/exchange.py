@@ -12,6 +12,7 @@ policy (default deny) -> lifetime -> sign -> audit commit -> response.
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ class ExchangeRequest:
     details: RequestedDetail | None = None
     request_id: str = ""
     client_addr: str | None = None
+    #: thumbprint of the key of a valid DPoP proof sent with the request: the capability is bound to it
+    dpop_jkt: str | None = None
 
 
 class _Keys:
@@ -191,6 +194,16 @@ class Exchanger:
             self._spend(record, _limits(client.rate_limit), "client", client.client_id)
         subject, ceiling = self._verify_subject(snapshot, client, req)
         record.idp, record.sub = subject.idp, subject.principal
+        bound = subject.claims.get("cnf")
+        if bound is not None and subject.claims.get("iss") != self.settings.url:
+            # A sender-constrained user token is usable only by the holder of its key: the request's DPoP
+            # proof must be made with that key (RFC 9449 section 6.1), or the binding would be lost. A
+            # capability we minted is presented by the tool it was for, which received it with a proof
+            # and holds no key of the caller's: for a chain, the audience check is the binding.
+            jkt = bound.get("jkt") if isinstance(bound, Mapping) else None
+            if not isinstance(jkt, str) or req.dpop_jkt is None or not hmac.compare_digest(jkt, req.dpop_jkt):
+                record.reason = "dpop_key_mismatch"
+                raise InvalidGrant("subject_token is bound to a key: the DPoP proof must be made with it")
         record.actor = actor_claim(client.client_id, subject.act)
         record.tool = (req.resource or req.audience or "")[:100] or None  # the tool's name once resolved
         if req.actor_token is not None:
@@ -246,6 +259,8 @@ class Exchanger:
             txn=_str_or_none(subject.claims.get("txn")) if subject.claims.get("iss") == self.settings.url else None,
             authorization_details=details,
         )
+        if req.dpop_jkt is not None:
+            claims["cnf"] = {"jkt": req.dpop_jkt}
         token = sign(claims, self.keys.signing_key())
         record.decision, record.reason = "granted", decision.reason
         record.granted_scopes = claims["scope"]

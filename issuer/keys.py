@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from . import clock
+from .dpop import jwk_thumbprint
 from .errors import ConfigurationError
 
 __all__ = ["JWKS_MAX_AGE", "KeyInfo", "KeyStore", "SigningKey", "jwk_thumbprint"]
@@ -67,13 +67,6 @@ class SigningKey:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def jwk_thumbprint(jwk: dict[str, Any]) -> str:
-    """RFC 7638 thumbprint (SHA-256) of a public JWK."""
-    required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}[jwk["kty"]]
-    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
-    return _b64(hashlib.sha256(canonical.encode()).digest())
 
 
 def _public_jwk(key: PrivateKey, alg: str) -> dict[str, Any]:

@@ -76,6 +76,8 @@ def _oauth_paths() -> dict[str, Any]:
         TOKEN_PATH: {"post": {
             "operationId": "token_exchange", "tags": ["oauth"], "security": client_auth,
             "summary": "RFC 8693 token exchange: a user's token for a capability for one tool",
+            "parameters": [{"name": "DPoP", "in": "header", "required": False, "schema": {"type": "string"},
+                            "description": "RFC 9449 proof: binds the capability to its key (token_type DPoP)"}],
             "requestBody": token_form,
             "responses": {"200": _json(_ref("TokenResponse"), "The capability"), **_errors(400, 401, 413, 429, 503)},
         }},

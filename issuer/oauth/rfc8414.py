@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..dpop import ALGORITHMS as DPOP_ALGORITHMS
 from ..identity.types import ASYMMETRIC_ALGORITHMS
 from ..settings import Settings
 from .rfc8693 import GRANT_TYPE, TokenExchangeGrant
@@ -41,5 +42,7 @@ def build_metadata(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": methods,
         "response_types_supported": [],
         "authorization_details_types_supported": ["tool_invocation"],
+        # RFC 9449 section 5.1: proofs made with these algorithms bind a capability to their key.
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         "scopes_supported": [],
     }

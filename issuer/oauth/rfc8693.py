@@ -7,23 +7,34 @@ the client with Authlib's registry, and hands the rest to
 :class:`issuer.exchange.Exchanger`, which owns the decision. The response is
 section 2.2.1's: ``access_token``, ``issued_token_type``, ``token_type``,
 ``expires_in``, ``scope``; ``Cache-Control: no-store``.
+
+With a valid ``DPoP`` proof header (RFC 9449) the capability is bound to the
+proof's key (``cnf.jkt``) and answered with ``token_type: DPoP``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import uuid
 from typing import Any
 
 from authlib.oauth2.rfc6749.grants import BaseGrant, TokenEndpointMixin
 from flask import g, request
 
-from ..errors import InvalidRequest, InvalidTarget, UnauthorizedClient
+from .. import clock
+from ..dpop import DPoPError, verify_proof
+from ..errors import InvalidDPoPProof, InvalidRequest, InvalidTarget, UnauthorizedClient
 from ..exchange import SUBJECT_TOKEN_TYPES, Exchanger, ExchangeRequest
 from ..grant_details import parse_authorization_details
 from ..minting import ACCESS_TOKEN_TYPE
+from ..replay import ReplayCache
 from .client_auth import reject_multiple_methods
 
-__all__ = ["GRANT_TYPE", "TokenExchangeGrant"]
+__all__ = ["DPOP_MAX_AGE", "GRANT_TYPE", "TokenExchangeGrant"]
+
+#: Seconds a DPoP proof is accepted after its iat (plus the leeway): long enough for one request.
+DPOP_MAX_AGE = 60
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 _SINGLE = (
@@ -47,8 +58,10 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
     GRANT_TYPE = GRANT_TYPE
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
-    #: set by the app factory: the decision service
+    #: set by the app factory: the decision service, the shared seen-once store, this endpoint's URL
     exchanger: Exchanger
+    replay: ReplayCache
+    token_url: str
 
     def validate_token_request(self) -> None:
         form = self.request.form
@@ -61,6 +74,28 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
             raise UnauthorizedClient("this client may not use token exchange")
         self.request.client = client
         self._params = self._parse(form)
+        jkt = self._dpop_key()
+        if jkt is not None:
+            self._params = dataclasses.replace(self._params, dpop_jkt=jkt)
+
+    def _dpop_key(self) -> str | None:
+        """The thumbprint of a valid DPoP proof's key (RFC 9449 section 4.3), None without a proof."""
+        proofs = request.headers.getlist("DPoP")
+        if not proofs:
+            return None
+        if len(proofs) > 1:
+            raise InvalidDPoPProof("DPoP proof: exactly one DPoP header is allowed")
+        leeway = self.exchanger.settings.leeway
+        try:
+            proof = verify_proof(proofs[0], method="POST", url=self.token_url, now=clock.now(),
+                                 max_age=DPOP_MAX_AGE, leeway=leeway)
+        except DPoPError as e:
+            raise InvalidDPoPProof(f"DPoP proof: {e}") from None
+        # Seen once across every worker and replica, for as long as the proof could be accepted.
+        key = hashlib.sha256(f"dpop\x00{proof.jkt}\x00{proof.jti}".encode()).hexdigest()
+        if not self.replay.first_use(key, DPOP_MAX_AGE + 2 * leeway):
+            raise InvalidDPoPProof("DPoP proof: this proof (jti) was already used")
+        return proof.jkt
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         g.audited = True  # from here the exchange writes the record, whatever the outcome
@@ -68,7 +103,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
         body = {
             "access_token": cap.token,
             "issued_token_type": ACCESS_TOKEN_TYPE,
-            "token_type": "Bearer",
+            "token_type": "DPoP" if "cnf" in cap.claims else "Bearer",
             "expires_in": cap.expires_in,
             "scope": cap.claims["scope"],
         }
