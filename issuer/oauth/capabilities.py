@@ -86,7 +86,8 @@ class CapabilityIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
 
     def introspect_token(self, token: CapabilityRecord) -> dict[str, Any]:
         out = {k: v for k, v in token.claims.items()}
-        out.update(active=True, token_type="Bearer")
+        # RFC 9449 section 6.2: a bound token introspects as DPoP, with its cnf (already among the claims).
+        out.update(active=True, token_type="DPoP" if "cnf" in token.claims else "Bearer")
         return out
 
 

@@ -114,3 +114,11 @@ def test_two_replicas_share_the_seen_proofs_through_redis(tmp_path: Path, databa
     finally:
         two.close()
         one.close()
+
+
+def test_a_bound_capability_introspects_as_dpop_with_its_key(live: LiveIssuer) -> None:
+    holder = Holder()
+    token = exchange(live, proofs=[holder.proof(htu=token_url(live))]).json()["access_token"]
+    info = live.post_form("/introspect", [("token", token)],
+                          auth=("mcp-helpdesk", live.secrets["mcp-helpdesk"])).json()
+    assert info["active"] is True and info["token_type"] == "DPoP" and info["cnf"] == {"jkt": holder.jkt}
