@@ -83,7 +83,8 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
         proofs = request.headers.getlist("DPoP")
         if not proofs:
             return None
-        if len(proofs) > 1:
+        # WSGI servers join repeated headers with commas; a compact JWS never holds one.
+        if len(proofs) > 1 or "," in proofs[0]:
             raise InvalidDPoPProof("DPoP proof: exactly one DPoP header is allowed")
         leeway = self.exchanger.settings.leeway
         try:

@@ -76,6 +76,8 @@ def test_bad_proofs_are_refused_and_audited(live: LiveIssuer, case: str) -> None
     resp = exchange(live, proofs=proofs)
     desc = error_of(resp, 400, "invalid_dpop_proof")["error_description"]
     assert desc.startswith("DPoP proof:") and "eyJ" not in desc
+    if case == "two headers":
+        assert "exactly one" in desc
     from issuer.audit import query_audit
 
     assert query_audit(live.db, newest_first=True, limit=1)[0].reason == "invalid_dpop_proof"
