@@ -16,7 +16,6 @@ file atomically.
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import os
@@ -63,10 +62,6 @@ class SigningKey:
     kid: str
     alg: str
     private_key: PrivateKey
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _public_jwk(key: PrivateKey, alg: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -55,7 +55,7 @@ class Route:
     status: int = 200
     query: tuple[str, ...] = ()
     list_of: tuple[str, type[BaseModel]] | None = None  #: (key, item model) for {"key": [item, ...]}
-    extra_errors: tuple[int, ...] = field(default=())
+    extra_errors: tuple[int, ...] = ()
 
 
 def _service() -> AdminService:
