@@ -678,8 +678,10 @@ def _redact_url(url: str) -> str:
 
 
 from .demo.command import demo as _demo  # noqa: E402  (after every verb defined above)
+from .gateway.command import gateway as _gateway  # noqa: E402
 
 cli.add_command(_demo)
+cli.add_command(_gateway)
 
 
 def main() -> None:
