@@ -62,7 +62,11 @@ __all__ = [
     "load_snapshot",
     "rotate_client_secret",
     "set_client_enabled",
+    "set_idp_enabled",
+    "set_tool_enabled",
     "show_policy",
+    "update_idp",
+    "update_tool",
 ]
 
 #: Records one admin change inside the change's own transaction: (session, action, target, before, after).
@@ -291,14 +295,7 @@ def add_idp(
     namespace = check_name("namespace", namespace or name)
     if ":" in namespace:
         raise ConfigurationError("namespace: must not contain ':' (it separates namespace and subject)")
-    algs = tuple(dict.fromkeys(algorithms))
-    if not algs:
-        raise ConfigurationError("algorithms: at least one is required")
-    bad = [a for a in algs if a not in ASYMMETRIC_ALGORITHMS]
-    if bad:
-        raise ConfigurationError(
-            f"algorithms: {bad} not allowed; asymmetric only: {sorted(ASYMMETRIC_ALGORITHMS)}"
-        )
+    algs = _check_algorithms(algorithms)
     if jwks_uri and jwks:
         raise ConfigurationError("give either --jwks-uri or --jwks-file, not both")
     inline = check_public_jwks("jwks", jwks) if jwks is not None else None
@@ -309,9 +306,7 @@ def add_idp(
             jwks_uri = discover_jwks_uri(issuer, allow_insecure_loopback=allow_insecure_loopback, timeout=http_timeout)
         else:
             raise ConfigurationError("a JWKS is required: --jwks-uri, --jwks-file, or discovery")
-    for f, v in (("subject-claim", subject_claim), ("groups-claim", groups_claim)):
-        if not v or not isinstance(v, str) or len(v) > 100:
-            raise ConfigurationError(f"{f}: must be a claim name")
+    _check_claim_names(subject_claim, groups_claim)
     row = IdentityProvider(
         name=name,
         issuer=issuer,
@@ -344,6 +339,89 @@ def get_idp(db: Database, name: str) -> TrustedIdp:
         return _idp_view(row)
 
 
+def _check_algorithms(algorithms: Sequence[str]) -> tuple[str, ...]:
+    algs = tuple(dict.fromkeys(algorithms))
+    if not algs:
+        raise ConfigurationError("algorithms: at least one is required")
+    bad = [a for a in algs if a not in ASYMMETRIC_ALGORITHMS]
+    if bad:
+        raise ConfigurationError(
+            f"algorithms: {bad} not allowed; asymmetric only: {sorted(ASYMMETRIC_ALGORITHMS)}"
+        )
+    return algs
+
+
+def _check_claim_names(subject_claim: str, groups_claim: str) -> None:
+    for f, v in (("subject-claim", subject_claim), ("groups-claim", groups_claim)):
+        if not v or not isinstance(v, str) or len(v) > 100:
+            raise ConfigurationError(f"{f}: must be a claim name")
+
+
+def _idp_row(s: Session, name: str) -> IdentityProvider:
+    row = s.scalars(select(IdentityProvider).where(IdentityProvider.name == name).with_for_update()).first()
+    if row is None:
+        raise UnknownObject(f"no identity provider named {name!r}")
+    return row
+
+
+def update_idp(
+    db: Database, name: str, *, jwks_uri: str | None = None, jwks: Mapping[str, Any] | None = None,
+    algorithms: Sequence[str] | None = None, subject_claim: str | None = None, groups_claim: str | None = None,
+    attribute_claims: Sequence[str] | None = None, allow_insecure_loopback: bool = False,
+    changes: ChangeRecorder | None = None,
+) -> TrustedIdp:
+    """Change how a provider's tokens are checked; None leaves a field as it is.
+
+    The name, issuer and namespace stay: subjects already in capabilities and
+    in the audit trail carry the namespace, and a new issuer is a new provider.
+    The checks are :func:`add_idp`'s, so the same input gets the same message.
+    """
+    if jwks_uri and jwks:
+        raise ConfigurationError("give either --jwks-uri or --jwks-file, not both")
+    algs = _check_algorithms(algorithms) if algorithms is not None else None
+    inline = check_public_jwks("jwks", jwks) if jwks is not None else None
+    if jwks_uri:
+        check_fetch_url(jwks_uri, allow_insecure_loopback)
+    with db.session() as s:
+        row = _idp_row(s, name)
+        before = idp_dict(_idp_view(row))
+        _check_claim_names(row.subject_claim if subject_claim is None else subject_claim,
+                           row.groups_claim if groups_claim is None else groups_claim)
+        if inline is not None:
+            row.jwks, row.jwks_uri = inline, None
+        elif jwks_uri:
+            row.jwks, row.jwks_uri = None, jwks_uri
+        if algs is not None:
+            row.algorithms = list(algs)
+        if subject_claim is not None:
+            row.subject_claim = subject_claim
+        if groups_claim is not None:
+            row.groups_claim = groups_claim
+        if attribute_claims is not None:
+            row.attribute_claims = list(dict.fromkeys(attribute_claims))
+        view = _idp_view(row)
+        if idp_dict(view) != before:
+            _bump(s)
+            if changes:
+                changes(s, "idp.update", name, before, idp_dict(view))
+        return view
+
+
+def set_idp_enabled(db: Database, name: str, enabled: bool, *, changes: ChangeRecorder | None = None) -> TrustedIdp:
+    """A disabled provider's tokens are refused on every replica within one refresh interval; it stays
+    registered so its namespace keeps naming the same users when it comes back."""
+    with db.session() as s:
+        row = _idp_row(s, name)
+        before = row.enabled
+        row.enabled = enabled
+        if before != enabled:
+            _bump(s)
+            if changes:
+                changes(s, "idp.enable" if enabled else "idp.disable", name, {"enabled": before},
+                        {"enabled": enabled})
+        return _idp_view(row)
+
+
 # --------------------------------------------------------------------------- tools
 
 
@@ -358,12 +436,7 @@ def add_tool(
     check_resource_uri("resource", resource_uri)
     if rate_limit is not None:
         parse_limits("rate-limit", rate_limit)
-    for flag, names in (("redact-argument", redact_arguments), ("hash-argument", hash_arguments)):
-        for arg in names:
-            if not arg or len(arg) > 200 or any(not part for part in arg.split(".")):
-                raise ConfigurationError(f"{flag}: {arg!r} is not an argument name (dotted for nested ones)")
-    if set(redact_arguments) & set(hash_arguments):
-        raise ConfigurationError("an argument is either redacted or hashed, not both")
+    _check_audit_arguments(redact_arguments, hash_arguments)
     if not scopes:
         raise ConfigurationError("scopes: a tool needs at least one scope")
     seen: set[str] = set()
@@ -396,6 +469,74 @@ def get_tool(db: Database, name: str) -> ToolView:
         row = s.scalars(select(Tool).options(selectinload(Tool.scopes)).where(Tool.name == name)).first()
         if row is None:
             raise UnknownObject(f"no tool named {name!r}")
+        return _tool_view(row)
+
+
+def _check_audit_arguments(redact_arguments: Sequence[str], hash_arguments: Sequence[str]) -> None:
+    for flag, names in (("redact-argument", redact_arguments), ("hash-argument", hash_arguments)):
+        for arg in names:
+            if not arg or len(arg) > 200 or any(not part for part in arg.split(".")):
+                raise ConfigurationError(f"{flag}: {arg!r} is not an argument name (dotted for nested ones)")
+    if set(redact_arguments) & set(hash_arguments):
+        raise ConfigurationError("an argument is either redacted or hashed, not both")
+
+
+def _tool_row(s: Session, name: str) -> Tool:
+    row = s.scalars(select(Tool).options(selectinload(Tool.scopes)).where(Tool.name == name)
+                    .with_for_update()).first()
+    if row is None:
+        raise UnknownObject(f"no tool named {name!r}")
+    return row
+
+
+def update_tool(
+    db: Database, name: str, *, description: str | None = None, rate_limit: str | None = None,
+    redact_arguments: Sequence[str] | None = None, hash_arguments: Sequence[str] | None = None,
+    changes: ChangeRecorder | None = None,
+) -> ToolView:
+    """Change a tool's description, rate limit or audit redaction; None leaves a field as it is.
+
+    An empty ``rate_limit`` removes the tool's own limit (the default applies
+    again). The name, resource URI and scopes stay: policy versions and
+    capabilities already out name them.
+    """
+    if description is not None and len(description) > 1000:
+        raise ConfigurationError("description: at most 1000 characters")
+    if rate_limit:
+        parse_limits("rate-limit", rate_limit)
+    with db.session() as s:
+        row = _tool_row(s, name)
+        before = _tool_view(row).to_dict()
+        redact = list(redact_arguments) if redact_arguments is not None else list(row.redact_arguments or ())
+        hashed = list(hash_arguments) if hash_arguments is not None else list(row.hash_arguments or ())
+        _check_audit_arguments(redact, hashed)
+        if description is not None:
+            row.description = description
+        if rate_limit is not None:
+            row.rate_limit = rate_limit or None
+        row.redact_arguments = list(dict.fromkeys(redact)) or None
+        row.hash_arguments = list(dict.fromkeys(hashed)) or None
+        view = _tool_view(row)
+        if view.to_dict() != before:
+            _bump(s)
+            if changes:
+                changes(s, "tool.update", name, before, view.to_dict())
+        return view
+
+
+def set_tool_enabled(db: Database, name: str, enabled: bool, *, changes: ChangeRecorder | None = None) -> ToolView:
+    """A disabled tool is reachable by nobody, whatever policy says (capabilities already out expire on their
+    own); it stays registered so policy versions that name it stay valid."""
+    status = "active" if enabled else "disabled"
+    with db.session() as s:
+        row = _tool_row(s, name)
+        before = row.status
+        row.status = status
+        if before != status:
+            _bump(s)
+            if changes:
+                changes(s, "tool.enable" if enabled else "tool.disable", name, {"status": before},
+                        {"status": status})
         return _tool_view(row)
 
 

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level under `issuer serve`, for gunicorn and the issuer's JSON log lines."
     )
+    console_idle_timeout: int = Field(
+        900, ge=60, le=86400,
+        description="Admin console (`/console`): a signed-in session with no request for this long is signed "
+        "out, seconds. A session also ends 12 hours after sign-in, whatever its activity.",
+    )
 
     @field_validator("url")
     @classmethod

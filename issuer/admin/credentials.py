@@ -25,7 +25,7 @@ from ..models import AdminKey
 from ..registry import ChangeRecorder
 from ..validation import check_name
 
-__all__ = ["ROLES", "AdminIdentity", "authenticate", "create_key", "key_dict", "list_keys", "revoke_key"]
+__all__ = ["ROLES", "AdminIdentity", "authenticate", "create_key", "identity", "key_dict", "list_keys", "revoke_key"]
 
 ROLES = ("admin", "auditor")
 _KEY = re.compile(r"^iak_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -99,5 +99,20 @@ def authenticate(db: Database, pepper: bytes, presented: str) -> AdminIdentity |
             row = s.get(AdminKey, m.group(1))
     ok = verify_secret(pepper, m.group(2) if m else presented, row.secret_hash if row else _NO_HASH)
     if not ok or row is None or row.revoked_at is not None:
+        return None
+    return AdminIdentity(row.key_id, row.name, row.role)
+
+
+def identity(db: Database, key_id: str) -> AdminIdentity | None:
+    """The identity of a key that is still valid, found by its id alone.
+
+    A console session holds only the key id and calls this on every request,
+    so revoking the key (or changing its role) takes effect on the next click.
+    """
+    if not re.fullmatch(r"[0-9a-f]{16}", key_id):
+        return None
+    with db.session() as s:
+        row = s.get(AdminKey, key_id)
+    if row is None or row.revoked_at is not None:
         return None
     return AdminIdentity(row.key_id, row.name, row.role)

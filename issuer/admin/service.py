@@ -26,6 +26,7 @@ from ..revocation import RevocationList
 from ..settings import Settings
 from . import credentials
 from .changes import ChangeLog, change_dict, verify_changes
+from .overview import Window, decision_counts, readiness, rotation_state
 
 __all__ = ["AUDIT_FILTERS", "AdminService", "parse_time"]
 
@@ -72,6 +73,19 @@ class AdminService:
     def get_idp(self, name: str) -> dict[str, Any]:
         return registry.idp_dict(registry.get_idp(self.db, name))
 
+    def update_idp(self, name: str, *, jwks_uri: str | None = None, jwks: Mapping[str, Any] | None = None,
+                   algorithms: Sequence[str] | None = None, subject_claim: str | None = None,
+                   groups_claim: str | None = None, attribute_claims: Sequence[str] | None = None) -> dict[str, Any]:
+        view = registry.update_idp(
+            self.db, name, jwks_uri=jwks_uri, jwks=jwks, algorithms=algorithms, subject_claim=subject_claim,
+            groups_claim=groups_claim, attribute_claims=attribute_claims,
+            allow_insecure_loopback=self.settings.allow_insecure_loopback, changes=self.changes,
+        )
+        return registry.idp_dict(view)
+
+    def set_idp_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        return registry.idp_dict(registry.set_idp_enabled(self.db, name, enabled, changes=self.changes))
+
     # ------------------------------------------------------------------ tools
     def add_tool(self, *, name: str, resource_uri: str, scopes: Sequence[Mapping[str, Any]], description: str = "",
                  rate_limit: str | None = None, redact_arguments: Sequence[str] = (),
@@ -88,6 +102,17 @@ class AdminService:
 
     def get_tool(self, name: str) -> dict[str, Any]:
         return registry.get_tool(self.db, name).to_dict()
+
+    def update_tool(self, name: str, *, description: str | None = None, rate_limit: str | None = None,
+                    redact_arguments: Sequence[str] | None = None,
+                    hash_arguments: Sequence[str] | None = None) -> dict[str, Any]:
+        """None leaves a field as it is; an empty rate limit removes the tool's own."""
+        return registry.update_tool(self.db, name, description=description, rate_limit=rate_limit,
+                                    redact_arguments=redact_arguments, hash_arguments=hash_arguments,
+                                    changes=self.changes).to_dict()
+
+    def set_tool_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        return registry.set_tool_enabled(self.db, name, enabled, changes=self.changes).to_dict()
 
     # ------------------------------------------------------------------ clients
     def add_client(self, *, client_id: str, resource_uri: str, tools: Sequence[str] = (),
@@ -137,8 +162,13 @@ class AdminService:
 
     def test_policy(self, *, sub: str, client_id: str, tool: str, idp: str | None = None,
                     groups: Sequence[str] = (), claims: Mapping[str, Any] | None = None,
-                    scopes: Sequence[str] = ()) -> dict[str, Any]:
-        """What the active policy decides for one request, and which rule decided (no token, no audit row)."""
+                    scopes: Sequence[str] = (), arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What the active policy decides for one request, and which rule decided (no token, no audit row).
+
+        With ``arguments``, also whether one tool call with them would pass the
+        filled constraints, checked by the evaluator the verifier SDK uses.
+        """
+        from ..constraints import evaluate
         from ..exchange import explain
 
         result = explain(registry.load_snapshot(self.db, self.keys.pepper()), sub=sub, idp=idp, groups=list(groups),
@@ -152,6 +182,10 @@ class AdminService:
             "policy_version": decision.policy_version, "max_lifetime": decision.max_lifetime,
             "actions": list(result.actions), "constraints": result.constraints or {},
             "description": result.refusal.description if result.refusal is not None else decision.description,
+            "arguments": None if arguments is None else {
+                "admitted": granted and not (violations := evaluate(result.constraints or {}, dict(arguments))),
+                "violations": [str(v) for v in violations] if granted else [],
+            },
         }
 
     # ------------------------------------------------------------------ signing keys
@@ -170,6 +204,15 @@ class AdminService:
                             {"active": info.kid, "alg": info.alg, "forced": force})
         return {"active": info.kid, "alg": info.alg, "previous": before,
                 "previous_published_for": self.settings.key_retention}
+
+    # ------------------------------------------------------------------ overview
+    def overview(self) -> dict[str, Any]:
+        """Readiness, policy, keys, the last hour's decisions and the audit chain: one look at the deployment."""
+        versions = registry.list_policy_versions(self.db)
+        return {"time": clock.iso(clock.now()), "readiness": readiness(self.db, self.keys, self.settings),
+                "policy_version": versions[0][0] if versions else None, "keys": self.list_keys(),
+                "rotation": rotation_state(self.keys), "exchanges": decision_counts(self.db, Window()),
+                "audit": self.verify_audit()}
 
     # ------------------------------------------------------------------ audit
     def query_audit(self, filters: Mapping[str, str | None] | None = None, *, since: datetime | None = None,
