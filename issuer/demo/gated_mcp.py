@@ -55,6 +55,7 @@ class GatedHelpdesk:
         self.capabilities = CapabilityTokenVerifier(self.verifier)
         self.seen: list[SeenCall] = []
         self.bearer_digests: set[str] = set()
+        self.requests = 0  #: HTTP requests that reached the server, whatever their outcome
         self._lock = threading.Lock()
         self.server = MCPServer(
             "helpdesk-tools",
@@ -107,6 +108,7 @@ class GatedHelpdesk:
 
         async def recording(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http":
+                self.requests += 1
                 for name, value in scope.get("headers", ()):
                     if name.lower() == b"authorization":
                         token = value.decode("latin-1").partition(" ")[2]

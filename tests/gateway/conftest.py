@@ -3,6 +3,7 @@ built with the official SDK that accepts capabilities only, and the gateway in f
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import httpx
 import httpx2
 import pytest
 from mcp.client.session import ClientSession
@@ -106,13 +108,14 @@ def add_count_tool(helpdesk: GatedHelpdesk, release: threading.Event) -> None:
 
 
 @pytest.fixture
-def world(tmp_path: Path, sqlite_url: str, idp: FakeIdP) -> Iterator[World]:
+def world(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, idp: FakeIdP) -> Iterator[World]:
+    """The world; ``@pytest.mark.parametrize("world", [True], indirect=True)`` makes the MCP server answer JSON."""
     issuer = LiveIssuer(make_settings(tmp_path, sqlite_url), idp)
     register(issuer)
     helpdesk = GatedHelpdesk(issuer.url)
     release = threading.Event()
     add_count_tool(helpdesk, release)
-    mcp = BackgroundAsgi(helpdesk.app())
+    mcp = BackgroundAsgi(helpdesk.app(json_response=getattr(request, "param", False)))
     config = GatewayConfig(upstream=f"{mcp.url}{GATED_PATH}", resource=GATEWAY_RESOURCE, issuer=issuer.url,
                            upstream_resource=GATED_RESOURCE, client_id="mcp-gateway",
                            client_secret=issuer.secrets["mcp-gateway"], max_body=64 * 1024)
@@ -138,3 +141,46 @@ async def mcp_session(url: str, token: str | None) -> AsyncIterator[ClientSessio
         session = await stack.enter_async_context(ClientSession(read, write))
         await session.initialize()
         yield session
+
+
+class Raw:
+    """Plain HTTP against the gateway, for what the SDK's client would never send."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.http = httpx.Client(timeout=30)
+
+    def post(self, body: Any, token: str | None = None, *, raw: bytes | None = None,
+             headers: dict[str, str] | None = None, url: str | None = None) -> httpx.Response:
+        h = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        h.update(headers or {})
+        content = raw if raw is not None else json.dumps(body).encode()
+        return self.http.post(url or self.world.gateway_url, content=content, headers=h)
+
+    def initialize(self, token: str) -> str:
+        resp = self.post({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}},
+            token)
+        assert resp.status_code == 200, resp.text
+        sid = resp.headers["mcp-session-id"]
+        note = self.post({"jsonrpc": "2.0", "method": "notifications/initialized"}, token,
+                         headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"})
+        assert note.status_code == 202, note.text
+        return sid
+
+
+def messages(resp: httpx.Response) -> list[Any]:
+    """The JSON-RPC messages of a response, JSON or SSE."""
+    if resp.headers.get("content-type", "").startswith("text/event-stream"):
+        lines = resp.text.splitlines()
+        return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip()]
+    return [resp.json()]
+
+
+@pytest.fixture
+def raw(world: World) -> Iterator[Raw]:
+    client = Raw(world)
+    yield client
+    client.http.close()
