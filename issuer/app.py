@@ -23,7 +23,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from . import clock
 from .admin.api import admin_blueprint
 from .audit import AuditRecord, AuditWriter
+from .console import register_console
 from .db import Database
+from .dpop import NonceSource
 from .errors import (
     ConfigurationError,
     InvalidRequest,
@@ -38,6 +40,7 @@ from .identity.jwks import JwksCache
 from .keys import JWKS_MAX_AGE, KeyStore
 from .logs import bind_request, clear_request
 from .metrics import Metrics
+from .minting import sign
 from .oauth.capabilities import CapabilityIntrospection, CapabilityRevocation, CapabilityStore
 from .oauth.client_auth import PrivateKeyJwt, authenticate_basic, authenticate_post
 from .oauth.rfc8414 import (
@@ -56,7 +59,7 @@ from .ratelimit import RateLimiter
 from .registry import SnapshotCache
 from .replay import DatabaseReplayCache, RedisReplayCache, ReplayCache
 from .responses import error_response, json_response
-from .revocation import RevocationList
+from .revocation import FEED_TYP, RevocationList
 from .settings import Settings, load_settings
 
 __all__ = ["JWKS_MAX_AGE", "IssuerContext", "create_app"]
@@ -80,6 +83,7 @@ class IssuerContext:
     revocations: RevocationList
     metrics: Metrics
     metadata_body: bytes
+    nonces: NonceSource | None = None
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -118,8 +122,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     server.register_client_auth_method(
         "private_key_jwt", PrivateKeyJwt([settings.url, settings.url + TOKEN_PATH], replay, settings.leeway)
     )
+    nonces = NonceSource(pepper) if settings.dpop_nonce else None
     grant = type("BoundTokenExchangeGrant", (TokenExchangeGrant,),
-                 {"exchanger": exchanger, "replay": replay, "token_url": settings.url + TOKEN_PATH})
+                 {"exchanger": exchanger, "replay": replay, "token_url": settings.url + TOKEN_PATH, "nonces": nonces})
     server.register_grant(grant)
     capabilities = CapabilityStore(settings.url, keys, revocations)
     server.register_endpoint(CapabilityIntrospection(server, capabilities))
@@ -129,11 +134,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     ctx = IssuerContext(
         settings=settings, db=db, keys=keys, snapshots=snapshots, jwks=jwks, exchanger=exchanger,
         server=server, capabilities=capabilities, replay=replay, revocations=revocations, metrics=metrics,
-        metadata_body=json.dumps(build_metadata(settings), separators=(",", ":")).encode(),
+        metadata_body=json.dumps(build_metadata(settings), separators=(",", ":")).encode(), nonces=nonces,
     )
     app.extensions["issuer"] = ctx
     _routes(app, ctx)
     app.register_blueprint(admin_blueprint())
+    register_console(app, settings, pepper)
     _error_handlers(app, ctx)
     return app
 
@@ -188,6 +194,8 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
             resp = error_response(e)
         if resp.status_code >= 400 and not g.audited and resp.status_code != 503:
             _audit_refusal(ctx, resp)
+        if ctx.nonces is not None:  # RFC 9449 section 8: a fresh nonce on every answer, so clients keep up
+            resp.headers["DPoP-Nonce"] = ctx.nonces.current(clock.now())
         return resp
 
     @app.post(INTROSPECT_PATH)
@@ -213,7 +221,12 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
                 raise InvalidRequest("since must be a number of seconds since the epoch") from None
             if not math.isfinite(since) or not 0 <= since <= clock.now() + 86400:
                 raise InvalidRequest("since must be a time between the epoch and tomorrow")
-        return json_response(ctx.revocations.feed(since))
+        # Signed, so a verifier can tell the issuer's list from a forged or replayed one; no-store, so no
+        # cache between them serves an old version.
+        doc = ctx.revocations.feed(since)
+        doc.update(iss=ctx.settings.url, iat=int(doc["issued_at"]))
+        return Response(sign(doc, ctx.keys.signing_key(), FEED_TYP), mimetype="application/jwt",
+                        headers={"Cache-Control": "no-store"})
 
     @app.get(OPENAPI_PATH)
     def openapi() -> Response:

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import clock
-from .audit_chain import AUDIT_FIELDS, AuditSealer, row_mac
+from .audit_chain import ROW_FIELDS, AuditSealer, row_mac
 from .db import Database
 from .errors import TemporarilyUnavailable
 from .metrics import Metrics
@@ -64,6 +64,8 @@ class AuditRecord:
     expires_at: float | None = None
     client_addr: str | None = None
     authorization_details: list[Any] | None = None
+    txn: str | None = None
+    parent_jti: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         return dict(
@@ -84,6 +86,8 @@ class AuditRecord:
             expires_at=datetime.fromtimestamp(self.expires_at, UTC) if self.expires_at is not None else None,
             client_addr=self.client_addr,
             authorization_details=self.authorization_details,
+            txn=self.txn,
+            parent_jti=self.parent_jti,
         )
 
 
@@ -115,7 +119,7 @@ class GroupCommitter:
         # machinery (compiled-cache lookup, bind processing, result set-up) costs more than the insert.
         self._psycopg = db.engine.dialect.name == "postgresql" and db.engine.dialect.driver == "psycopg"
         table = AuditEvent.__table__
-        columns = (*AUDIT_FIELDS, "mac")
+        columns = (*ROW_FIELDS, "mac")
         self._json_columns = tuple(c for c in columns if isinstance(table.c[c].type, JSON))
         placeholders = ", ".join(f"%({c})s" + ("::json" if c in self._json_columns else "") for c in columns)
         # Built from the model's own column names only: no input reaches this text.
@@ -313,7 +317,7 @@ def _replace(arguments: dict[str, Any], dotted: str, how: Callable[[Any], Any]) 
 def audit_row_dict(row: AuditEvent) -> dict[str, Any]:
     """A row as JSON-ready data (exports, tail, the admin API)."""
     out: dict[str, Any] = {"id": row.id}
-    for f in AUDIT_FIELDS:
+    for f in ROW_FIELDS:
         v = getattr(row, f)
         if isinstance(v, datetime):
             v = (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -329,6 +333,7 @@ def query_audit(
     tool: str | None = None,
     decision: str | None = None,
     reason: str | None = None,
+    txn: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     after_id: int = 0,
@@ -338,7 +343,7 @@ def query_audit(
     """Filter the trail; page with ``after_id`` (oldest first) for exports and followers."""
     q = select(AuditEvent).where(AuditEvent.id > after_id)
     for column, value in ((AuditEvent.sub, sub), (AuditEvent.client_id, client_id), (AuditEvent.tool, tool),
-                          (AuditEvent.decision, decision), (AuditEvent.reason, reason)):
+                          (AuditEvent.decision, decision), (AuditEvent.reason, reason), (AuditEvent.txn, txn)):
         if value is not None:
             q = q.where(column == value)
     if since is not None:

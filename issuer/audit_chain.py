@@ -38,7 +38,7 @@ from . import clock
 from .db import Database
 from .models import AuditCheckpoint, AuditEvent
 
-__all__ = ["AUDIT_FIELDS", "SEAL_MARGIN", "AuditSealer", "VerifyResult", "row_mac", "verify_audit"]
+__all__ = ["AUDIT_FIELDS", "ROW_FIELDS", "SEAL_MARGIN", "AuditSealer", "VerifyResult", "row_mac", "verify_audit"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ AUDIT_FIELDS = (
     "requested_scopes", "granted_scopes", "policy_version", "rule_id", "jti", "expires_at", "client_addr",
     "authorization_details",
 )
+#: Columns added later: tagged only when set, so the rows written before they existed still verify,
+#: while clearing one on a newer row changes its tag.
+LATER_FIELDS = ("txn", "parent_jti")
+#: Every column a row is written and read with.
+ROW_FIELDS = (*AUDIT_FIELDS, *LATER_FIELDS)
 #: Seconds a row must have existed before it is sealed (longer than any request can hold a transaction).
 SEAL_MARGIN = 60.0
 _GENESIS = "0" * 64
@@ -62,6 +67,7 @@ def _value(v: Any) -> Any:
 
 def canonical(row: Mapping[str, Any]) -> bytes:
     body = {f: _value(row.get(f)) for f in AUDIT_FIELDS}
+    body.update((f, row[f]) for f in LATER_FIELDS if row.get(f) is not None)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -79,7 +85,7 @@ def _checkpoint_mac(pepper: bytes, cp: Mapping[str, Any]) -> str:
 
 
 def _as_dict(row: AuditEvent) -> dict[str, Any]:
-    return {f: getattr(row, f) for f in AUDIT_FIELDS}
+    return {f: getattr(row, f) for f in ROW_FIELDS}
 
 
 class AuditSealer:

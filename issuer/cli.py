@@ -195,6 +195,48 @@ def idp_list(env: _Env, as_json: bool) -> None:
     _emit(rows, as_json, ["name", "issuer", "namespace", "jwks", "algorithms", "groups_claim"])
 
 
+@idp.command("update")
+@click.argument("name")
+@click.option("--jwks-uri", help="New JWKS URL (https); replaces inline keys.")
+@click.option("--jwks-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="New inline JWK Set; replaces the JWKS URL.")
+@click.option("--alg", "algorithms", multiple=True, help="Allowed signing algorithm (repeat; replaces the list).")
+@click.option("--subject-claim")
+@click.option("--groups-claim")
+@click.option("--attribute-claim", "attributes", multiple=True, help="A claim policy may match on (repeat; replaces).")
+@pass_env
+@_guarded
+def idp_update(env: _Env, name: str, jwks_uri: str | None, jwks_file: Path | None, algorithms: tuple[str, ...],
+               subject_claim: str | None, groups_claim: str | None, attributes: tuple[str, ...]) -> None:
+    """Change how a provider's tokens are checked (its name, issuer and namespace stay)."""
+    view = env.service().update_idp(
+        name, jwks_uri=jwks_uri, jwks=_read_json(jwks_file) if jwks_file else None, algorithms=algorithms or None,
+        subject_claim=subject_claim, groups_claim=groups_claim, attribute_claims=attributes or None,
+    )
+    click.echo(f"identity provider {view['name']} updated (keys {view['jwks_uri'] or 'inline'}, algorithms "
+               f"{','.join(view['algorithms'])})")
+
+
+@idp.command("disable")
+@click.argument("name")
+@pass_env
+@_guarded
+def idp_disable(env: _Env, name: str) -> None:
+    """Refuse every token of this provider (a compromised provider) until it is enabled again."""
+    env.service().set_idp_enabled(name, False)
+    click.echo(f"identity provider {name} disabled")
+
+
+@idp.command("enable")
+@click.argument("name")
+@pass_env
+@_guarded
+def idp_enable(env: _Env, name: str) -> None:
+    """Accept a disabled provider's tokens again."""
+    env.service().set_idp_enabled(name, True)
+    click.echo(f"identity provider {name} enabled")
+
+
 # ----------------------------------------------------------------------------- tools
 
 
@@ -247,6 +289,46 @@ def tool_list(env: _Env, as_json: bool) -> None:
     _emit(rows, as_json, ["name", "resource", "scopes", "status"])
 
 
+@tool.command("update")
+@click.argument("name")
+@click.option("--description")
+@click.option("--rate-limit", help="Exchanges per user for this tool; '' removes the tool's own limit.")
+@click.option("--redact-argument", "redact", multiple=True, metavar="NAME", help="Replaces the list (repeat).")
+@click.option("--hash-argument", "hashed", multiple=True, metavar="NAME", help="Replaces the list (repeat).")
+@click.option("--no-redact", is_flag=True, help="Keep every argument's value in the audit trail again.")
+@click.option("--no-hash", is_flag=True, help="Keep no argument as a hash only.")
+@pass_env
+@_guarded
+def tool_update(env: _Env, name: str, description: str | None, rate_limit: str | None, redact: tuple[str, ...],
+                hashed: tuple[str, ...], no_redact: bool, no_hash: bool) -> None:
+    """Change a tool's description, rate limit or audit redaction (its name, resource and scopes stay)."""
+    view = env.service().update_tool(
+        name, description=description, rate_limit=rate_limit,
+        redact_arguments=[] if no_redact else (redact or None), hash_arguments=[] if no_hash else (hashed or None),
+    )
+    click.echo(f"tool {view['name']} updated (rate limit {view['rate_limit'] or 'default'})")
+
+
+@tool.command("disable")
+@click.argument("name")
+@pass_env
+@_guarded
+def tool_disable(env: _Env, name: str) -> None:
+    """Make a tool reachable by nobody, whatever policy says, until it is enabled again."""
+    env.service().set_tool_enabled(name, False)
+    click.echo(f"tool {name} disabled")
+
+
+@tool.command("enable")
+@click.argument("name")
+@pass_env
+@_guarded
+def tool_enable(env: _Env, name: str) -> None:
+    """Let policy grant a disabled tool again."""
+    env.service().set_tool_enabled(name, True)
+    click.echo(f"tool {name} enabled")
+
+
 # ----------------------------------------------------------------------------- clients
 
 
@@ -269,11 +351,12 @@ def client() -> None:
 @click.option("--may-chain", is_flag=True, help="May present capabilities as subject tokens (delegation chains).")
 @click.option("--secret-stdin", is_flag=True, help="Import an existing secret from stdin instead of generating one.")
 @click.option("--rate-limit", help="Exchanges by this client across all its users, e.g. '6000/minute'.")
+@click.option("--dpop-required", is_flag=True, help="Refuse exchanges without a DPoP proof (RFC 9449).")
 @pass_env
 @_guarded
 def client_add(env: _Env, client_id: str, resource: str, tools: tuple[str, ...], auth_methods: tuple[str, ...],
                jwks_file: Path | None, max_lifetime: int | None, may_chain: bool, secret_stdin: bool,
-               rate_limit: str | None) -> None:
+               rate_limit: str | None, dpop_required: bool) -> None:
     """Register an MCP server. Its secret is printed once and never stored."""
     secret = None
     if secret_stdin:
@@ -281,7 +364,7 @@ def client_add(env: _Env, client_id: str, resource: str, tools: tuple[str, ...],
     view, shown = env.service().add_client(
         client_id=client_id, resource_uri=resource, tools=tools, auth_methods=auth_methods,
         jwks=_read_json(jwks_file) if jwks_file else None, max_lifetime=max_lifetime, may_chain=may_chain,
-        secret=secret, rate_limit=rate_limit,
+        secret=secret, rate_limit=rate_limit, dpop_required=dpop_required,
     )
     click.echo(f"client {view['client_id']} added (resource {view['resource_uri']}; tools {' '.join(view['tools'])})")
     if shown:
@@ -331,6 +414,17 @@ def client_enable(env: _Env, client_id: str) -> None:
     """Let a disabled client exchange tokens again."""
     env.service().set_client_enabled(client_id, True)
     click.echo(f"client {client_id} enabled")
+
+
+@client.command("dpop")
+@click.argument("client_id")
+@click.argument("mode", type=click.Choice(["required", "optional"]))
+@pass_env
+@_guarded
+def client_dpop(env: _Env, client_id: str, mode: str) -> None:
+    """Require a DPoP proof on every exchange by this client (its capabilities are all key-bound), or not."""
+    env.service().set_client_dpop_required(client_id, mode == "required")
+    click.echo(f"client {client_id}: DPoP {mode}")
 
 
 # ----------------------------------------------------------------------------- policy
@@ -402,11 +496,14 @@ def policy_diff(env: _Env, old: int, new: int | None) -> None:
 @click.option("--client", "client_id", required=True)
 @click.option("--tool", "tool_name", required=True)
 @click.option("--scope", "scopes", multiple=True, help="Requested scope (repeat; none = the default scopes).")
+@click.option("--arguments", "arguments_json", metavar="JSON",
+              help="One call's arguments, checked against the filled constraints.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_env
 @_guarded
 def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], claims: tuple[str, ...],
-                client_id: str, tool_name: str, scopes: tuple[str, ...], as_json: bool) -> None:
+                client_id: str, tool_name: str, scopes: tuple[str, ...], arguments_json: str | None,
+                as_json: bool) -> None:
     """Show what the active policy decides for one request, and which rule decided."""
     attrs: dict[str, Any] = {}
     for c in claims:
@@ -416,8 +513,16 @@ def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], c
         attrs.setdefault(k, []).append(v)
     attributes = {k: [_claim_value(x) for x in v] if len(v) > 1 else _claim_value(v[0]) for k, v in attrs.items()}
     group_list = [g for item in groups for g in item.split(",") if g]
+    arguments = None
+    if arguments_json is not None:
+        try:
+            arguments = json.loads(arguments_json)
+        except ValueError:
+            raise ConfigurationError("--arguments: not valid JSON") from None
+        if not isinstance(arguments, dict):
+            raise ConfigurationError("--arguments: must be a JSON object")
     out = env.service().test_policy(sub=sub, idp=idp, groups=group_list, claims=attributes, client_id=client_id,
-                                    tool=tool_name, scopes=scopes)
+                                    tool=tool_name, scopes=scopes, arguments=arguments)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -432,6 +537,10 @@ def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], c
             click.echo(f"constraints: {json.dumps(out['constraints'], sort_keys=True)}")
     else:
         click.echo(out["description"])
+    if out["arguments"] is not None:
+        checked = out["arguments"]
+        click.echo("arguments: admitted" if checked["admitted"] else
+                   "arguments: refused: " + "; ".join(checked["violations"] or ["the request is denied"]))
 
 
 # ----------------------------------------------------------------------------- audit
@@ -449,6 +558,7 @@ def _audit_filters(f: F) -> F:
         click.option("--tool"),
         click.option("--decision", type=click.Choice(["granted", "denied"])),
         click.option("--reason", help="e.g. scope_not_entitled, rate_limited"),
+        click.option("--txn", help="One agent action: every hop of a delegation chain shares it."),
     ]):
         f = opt(f)
     return f
@@ -492,10 +602,8 @@ def audit_seal(env: _Env) -> None:
 @click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
 @pass_env
 @_guarded
-def audit_export(env: _Env, since: str | None, until: str | None, fmt: str, sub: str | None,
-                 client_id: str | None, tool: str | None, decision: str | None, reason: str | None) -> None:
+def audit_export(env: _Env, /, since: str | None, until: str | None, fmt: str, **filters: str | None) -> None:
     """Write matching records to stdout, oldest first, one JSON object per line."""
-    filters = {"sub": sub, "client_id": client_id, "tool": tool, "decision": decision, "reason": reason}
     for row in env.service().export_audit(filters, since=_when(since, "--since"), until=_when(until, "--until")):
         click.echo(json.dumps(row, sort_keys=True))
 
@@ -507,12 +615,10 @@ def audit_export(env: _Env, since: str | None, until: str | None, fmt: str, sub:
 @click.option("--json", "as_json", is_flag=True)
 @pass_env
 @_guarded
-def audit_tail(env: _Env, count: int, follow: bool, as_json: bool, sub: str | None, client_id: str | None,
-               tool: str | None, decision: str | None, reason: str | None) -> None:
+def audit_tail(env: _Env, /, count: int, follow: bool, as_json: bool, **filters: str | None) -> None:
     """Show the newest records; with --follow, keep watching."""
     import time
 
-    filters = {"sub": sub, "client_id": client_id, "tool": tool, "decision": decision, "reason": reason}
     service = env.service()
 
     def show(d: dict[str, Any]) -> None:
@@ -557,15 +663,29 @@ def revoke() -> None:
     """Revoke capabilities: verifiers polling the revocation feed refuse them."""
 
 
+def _dry_run(f: F) -> F:
+    return click.option("--dry-run", is_flag=True, help="Only count the live capabilities it would void.")(f)
+
+
+def _counted(env: _Env, dry_run: bool, **target: str) -> bool:
+    """Print how many live capabilities the revocation reaches; True when that was all (a dry run)."""
+    live = env.service().count_live(**target)
+    click.echo(f"{live} live capabilities affected" + (" (dry run: nothing revoked)" if dry_run else ""))
+    return dry_run
+
+
 @revoke.command("jti")
 @click.argument("jti")
 @click.option("--by", "revoked_by", default=None, help="Who revokes (default: the OS user).")
 @pass_env
 @_guarded
-def revoke_jti(env: _Env, jti: str, revoked_by: str | None) -> None:
-    """Revoke one capability by its `jti` (from the audit trail)."""
-    env.service(revoked_by).revoke_jti(jti)
-    click.echo(f"capability {jti} revoked")
+@_dry_run
+def revoke_jti(env: _Env, jti: str, revoked_by: str | None, dry_run: bool) -> None:
+    """Revoke one capability by its `jti` (from the audit trail), and every capability chained from it."""
+    if _counted(env, dry_run, jti=jti):
+        return
+    result = env.service(revoked_by).revoke_jti(jti)
+    click.echo(f"capability {jti} revoked, with {len(result['chained'])} chained from it")
 
 
 @revoke.command("subject")
@@ -573,10 +693,28 @@ def revoke_jti(env: _Env, jti: str, revoked_by: str | None) -> None:
 @click.option("--by", "revoked_by", default=None, help="Who revokes (default: the OS user).")
 @pass_env
 @_guarded
-def revoke_subject(env: _Env, sub: str, revoked_by: str | None) -> None:
+@_dry_run
+def revoke_subject(env: _Env, sub: str, revoked_by: str | None, dry_run: bool) -> None:
     """Revoke every capability of a user issued until now. SUB as capabilities carry it: NAMESPACE:SUB."""
+    if _counted(env, dry_run, sub=sub):
+        return
     env.service(revoked_by).revoke_subject(sub)
     click.echo(f"every capability of {sub} issued until now is revoked")
+
+
+@revoke.command("client")
+@click.argument("client_id")
+@click.option("--by", "revoked_by", default=None, help="Who revokes (default: the OS user).")
+@pass_env
+@_guarded
+@_dry_run
+def revoke_client(env: _Env, client_id: str, revoked_by: str | None, dry_run: bool) -> None:
+    """Revoke every capability issued until now with CLIENT_ID anywhere in its act chain (a compromised
+    MCP server). Disable the client too (`issuer client disable`) to stop new exchanges."""
+    if _counted(env, dry_run, client_id=client_id):
+        return
+    env.service(revoked_by).revoke_client(client_id)
+    click.echo(f"every capability through client {client_id} issued until now is revoked")
 
 
 # ----------------------------------------------------------------------------- keys
@@ -607,6 +745,32 @@ def keys_rotate(env: _Env, alg: str | None, force: bool) -> None:
 def keys_list(env: _Env, as_json: bool) -> None:
     """List signing keys and their state (next, active, retired)."""
     _emit(env.service().list_keys(), as_json, ["kid", "alg", "state", "created_at", "retired_at"])
+
+
+# ----------------------------------------------------------------------------- status
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_env
+@_guarded
+def status(env: _Env, as_json: bool) -> None:
+    """Readiness, the active policy, signing keys, the last hour's decisions and the audit chain."""
+    out = env.service().overview()
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo("readiness: " + ", ".join(f"{k} {v}" for k, v in out["readiness"].items()))
+    click.echo(f"policy: version {out['policy_version']}" if out["policy_version"] else "policy: none (all denied)")
+    rotation = out["rotation"]
+    when = "now" if rotation["rotation_ready"] else f"from {rotation['rotation_ready_at']}"
+    click.echo(f"signing key: {rotation['active']}; next {rotation['next']}, rotation safe {when}")
+    ex = out["exchanges"]
+    click.echo(f"last hour: {ex['totals']['granted']} granted, {ex['totals']['denied']} denied, "
+               f"{ex['rate_limited']} refused by a rate limit")
+    audit = out["audit"]
+    click.echo(f"audit chain: {'verified' if audit['ok'] else 'FAILED: ' + str(audit['problem'])} "
+               f"({audit['rows']} records)")
 
 
 # ----------------------------------------------------------------------------- admin keys

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -20,8 +21,8 @@ from urllib.parse import urlsplit
 
 import jwt
 
-__all__ = ["ALGORITHMS", "DPoPError", "DPoPProof", "access_token_hash", "htu_matches", "jwk_thumbprint",
-           "verify_proof"]
+__all__ = ["ALGORITHMS", "DPoPError", "DPoPProof", "NonceSource", "access_token_hash", "htu_matches",
+           "jwk_thumbprint", "verify_proof"]
 
 #: Asymmetric only: never ``none``, never HMAC (a proof must prove possession of a private key).
 ALGORITHMS = ("ES256", "EdDSA")
@@ -66,6 +67,34 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 def access_token_hash(token: str) -> str:
     """``ath``: base64url of the SHA-256 of the access token (RFC 9449 section 4.2)."""
     return _b64url(hashlib.sha256(token.encode("ascii")).digest())
+
+
+class NonceSource:
+    """Server nonces (RFC 9449 section 8) that need no shared store: a time window and its HMAC.
+
+    Every replica derives the same nonces from the server pepper, so a nonce
+    issued by one is accepted by all. A nonce is good in its own window and the
+    next, so it lives between one and two periods; the proof's ``jti`` is still
+    seen only once.
+    """
+
+    PERIOD = 60
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, b"dpop-nonce", hashlib.sha256).digest()
+
+    def _for(self, window: int) -> str:
+        stamp = window.to_bytes(8, "big")
+        return _b64url(stamp + hmac.new(self._key, stamp, hashlib.sha256).digest()[:16])
+
+    def current(self, now: float) -> str:
+        return self._for(int(now // self.PERIOD))
+
+    def valid(self, nonce: Any, now: float) -> bool:
+        if not isinstance(nonce, str) or len(nonce) > 64:
+            return False
+        window = int(now // self.PERIOD)
+        return any(hmac.compare_digest(nonce, self._for(w)) for w in (window, window - 1))
 
 
 def _normal_url(url: str) -> tuple[str, str, str] | None:

@@ -131,6 +131,14 @@ class InvalidDPoPProof(IssuerError):
     default_description = "The DPoP proof is invalid."
 
 
+class UseDPoPNonce(IssuerError):
+    """RFC 9449 section 8: nonces are on and the proof has none, or a stale one; the answer's ``DPoP-Nonce``
+    header carries the one to use."""
+
+    error = "use_dpop_nonce"
+    default_description = "Authorization server requires nonce in DPoP proof."
+
+
 class InvalidScope(IssuerError):
     error = "invalid_scope"
     default_description = "The requested scope is invalid or not granted."

@@ -26,6 +26,7 @@ from .audit import AuditRecord, AuditWriter
 from .errors import (
     ConfigurationError,
     InvalidGrant,
+    InvalidRequest,
     InvalidScope,
     InvalidTarget,
     IssuerError,
@@ -43,7 +44,16 @@ from .identity.jwks import JwksCache
 from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp, VerifiedSubject
 from .identity.verify import VerifiedTokenCache, peek_issuer, verify_token
 from .keys import KeyStore
-from .minting import ACCESS_TOKEN_TYPE, CAPABILITY_TYP, Capability, actor_claim, build_claims, chain_depth, sign
+from .minting import (
+    ACCESS_TOKEN_TYPE,
+    CAPABILITY_TYP,
+    Capability,
+    actor_claim,
+    build_claims,
+    chain_depth,
+    new_txn,
+    sign,
+)
 from .policy import Decision, Principal, Reason
 from .ratelimit import RateLimiter, parse_limits
 from .registry import ClientView, Snapshot, SnapshotCache, ToolView
@@ -75,6 +85,8 @@ class ExchangeRequest:
     client_addr: str | None = None
     #: thumbprint of the key of a valid DPoP proof sent with the request: the capability is bound to it
     dpop_jkt: str | None = None
+    #: the caller's id for the agent action (e.g. the MCP request id); one is made when absent
+    txn: str | None = None
 
 
 class _Keys:
@@ -204,6 +216,15 @@ class Exchanger:
             if not isinstance(jkt, str) or req.dpop_jkt is None or not hmac.compare_digest(jkt, req.dpop_jkt):
                 record.reason = "dpop_key_mismatch"
                 raise InvalidGrant("subject_token is bound to a key: the DPoP proof must be made with it")
+        chained = subject.claims.get("iss") == self.settings.url
+        txn = req.txn
+        if chained:
+            record.parent_jti = _str_or_none(subject.claims.get("jti"))
+            parent_txn = _str_or_none(subject.claims.get("txn"))
+            if txn is not None and parent_txn is not None and txn != parent_txn:
+                raise InvalidRequest("txn: a chained capability keeps the txn of the capability it was made from")
+            txn = parent_txn or txn
+        record.txn = txn = txn or new_txn()
         record.actor = actor_claim(client.client_id, subject.act)
         record.tool = (req.resource or req.audience or "")[:100] or None  # the tool's name once resolved
         if req.actor_token is not None:
@@ -224,7 +245,7 @@ class Exchanger:
         limits = _limits(decision.rate_limit or tool.rate_limit) or self._default_limits
         self._spend(record, limits, "user", subject.principal, tool.name)
         # A tool re-scoping its own capability (e.g. for a sub-component) may only narrow it.
-        chained_to_self = subject.claims.get("iss") == self.settings.url and tool.resource_uri == client.resource_uri
+        chained_to_self = chained and tool.resource_uri == client.resource_uri
         if chained_to_self and not set(decision.scopes) <= subject.scope:
             record.reason = "chain_scope_widened"
             raise InvalidScope("a chained capability may only narrow the presented capability's scopes")
@@ -256,7 +277,7 @@ class Exchanger:
             now=now,
             lifetime=lifetime,
             policy_version=decision.policy_version,
-            txn=_str_or_none(subject.claims.get("txn")) if subject.claims.get("iss") == self.settings.url else None,
+            txn=txn,
             authorization_details=details,
         )
         if req.dpop_jkt is not None:
@@ -267,6 +288,13 @@ class Exchanger:
         record.jti, record.expires_at = claims["jti"], claims["exp"]
         record.authorization_details = self.audit.scrub(details, tool.redact_arguments, tool.hash_arguments)
         self.audit.commit_grant(record)
+        if chained and self.revocations.is_revoked(subject.claims):
+            # The parent was revoked while this exchange ran. Checked after the commit: a revocation
+            # either committed before this check (seen here) or walks the chain after it (and finds this
+            # row), so no child of a revoked capability is ever released.
+            self.revocations.revoke(claims, "cascade")
+            record.decision, record.reason, record.jti, record.expires_at = "denied", "parent_revoked", None, None
+            raise InvalidGrant("subject_token: the presented capability was revoked")
         return Capability(token=token, claims=claims, expires_in=lifetime)
 
     def _spend(self, record: AuditRecord, limits: tuple[RateLimitItem, ...], *key: str) -> None:

@@ -17,7 +17,8 @@ import jwt
 
 from .keys import SigningKey
 
-__all__ = ["ACCESS_TOKEN_TYPE", "CAPABILITY_TYP", "Capability", "actor_claim", "build_claims", "chain_depth", "sign"]
+__all__ = ["ACCESS_TOKEN_TYPE", "CAPABILITY_TYP", "Capability", "actor_claim", "build_claims", "chain_depth", "new_txn",
+           "sign"]
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 CAPABILITY_TYP = "at+jwt"
@@ -33,6 +34,11 @@ class Capability:
 def new_jti() -> str:
     """128 random bits in hex: never starts with '-', so an admin can paste it into any command line."""
     return secrets.token_hex(16)
+
+
+def new_txn() -> str:
+    """A transaction id when the caller brings none: unguessable, so it names one action only."""
+    return secrets.token_urlsafe(12)
 
 
 def build_claims(
@@ -65,7 +71,7 @@ def build_claims(
         "exp": now + lifetime,
         "jti": jti or new_jti(),
         "pol": policy_version,
-        "txn": txn or secrets.token_urlsafe(12),
+        "txn": txn or new_txn(),
     }
     if groups:
         claims["groups"] = sorted(groups)
@@ -87,14 +93,17 @@ def _b64url(data: bytes) -> bytes:
 
 
 @functools.lru_cache(maxsize=16)
-def _header(kid: str, alg: str) -> bytes:
+def _header(kid: str, alg: str, typ: str) -> bytes:
     """The protected header of every capability signed with one key: encoded once, not per token."""
-    return _b64url(json.dumps({"alg": alg, "kid": kid, "typ": CAPABILITY_TYP}, separators=(",", ":")).encode())
+    return _b64url(json.dumps({"alg": alg, "kid": kid, "typ": typ}, separators=(",", ":")).encode())
 
 
-def sign(claims: Mapping[str, Any], key: SigningKey) -> str:
-    """Compact JWS (RFC 7515): the signature by PyJWT's algorithm object for the key's alg."""
-    signing_input = _header(key.kid, key.alg) + b"." + _b64url(
+def sign(claims: Mapping[str, Any], key: SigningKey, typ: str = CAPABILITY_TYP) -> str:
+    """Compact JWS (RFC 7515): the signature by PyJWT's algorithm object for the key's alg.
+
+    ``typ`` tells documents signed with the same key apart (RFC 8725 section 3.11): a signed
+    revocation feed can never pass for a capability, nor the reverse."""
+    signing_input = _header(key.kid, key.alg, typ) + b"." + _b64url(
         json.dumps(claims, separators=(",", ":"), allow_nan=False).encode())
     signature = jwt.get_algorithm_by_name(key.alg).sign(signing_input, key.private_key)
     return (signing_input + b"." + _b64url(signature)).decode()

@@ -27,6 +27,8 @@ __all__ = [
     "IdentityProvider",
     "PolicyVersion",
     "ReplayEntry",
+    "RevocationState",
+    "RevokedClient",
     "RevokedSubject",
     "RevokedToken",
     "Tool",
@@ -110,6 +112,8 @@ class Client(Base):
     resource_uri: Mapped[str] = mapped_column(String(1000), unique=True)
     max_lifetime: Mapped[int | None] = mapped_column(Integer)
     may_chain: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: refuse an exchange without a DPoP proof: every capability of this client is sender-constrained
+    dpop_required: Mapped[bool] = mapped_column(Boolean, default=False)
     #: exchanges by this client across all its users (limits syntax); none = no client-wide budget
     rate_limit: Mapped[str | None] = mapped_column(String(100))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -158,6 +162,10 @@ class AuditEvent(Base):
     client_addr: Mapped[str | None] = mapped_column(String(64))
     #: the granted RFC 9396 details: constraints, or a call-bound capability's arguments
     authorization_details: Mapped[list[Any] | None] = mapped_column(JSON)
+    #: the agent action this exchange belongs to, shared by every hop of a chain
+    txn: Mapped[str | None] = mapped_column(String(100), index=True)
+    #: the jti of the capability presented as subject_token (a chained exchange): revoking it revokes this one
+    parent_jti: Mapped[str | None] = mapped_column(String(64), index=True)
     #: HMAC-SHA-256 of the row's content under the server pepper (see issuer.audit_chain)
     mac: Mapped[str | None] = mapped_column(String(64))
 
@@ -211,6 +219,27 @@ class RevokedSubject(Base):
     revoked_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     revoked_by: Mapped[str] = mapped_column(String(100))
+
+
+class RevokedClient(Base):
+    """Every capability with this client anywhere in its ``act`` chain, issued before ``revoked_before``, is void
+    (a compromised MCP server)."""
+
+    __tablename__ = "revoked_clients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(100), index=True)
+    revoked_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    revoked_by: Mapped[str] = mapped_column(String(100))
+
+
+class RevocationState(Base):
+    """One row: bumped in the transaction of every revocation, so the signed feed carries a version that
+    only increases and a verifier can refuse a feed older than one it has applied."""
+
+    __tablename__ = "revocation_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class AdminKey(Base):

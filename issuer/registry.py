@@ -130,6 +130,7 @@ class ClientView:
     may_chain: bool = False
     enabled: bool = True
     rate_limit: str | None = None
+    dpop_required: bool = False
 
     # Authlib ClientMixin protocol --------------------------------------------
     def get_client_id(self) -> str:
@@ -149,7 +150,7 @@ class ClientView:
         return {"client_id": self.client_id, "resource_uri": self.resource_uri, "tools": sorted(self.tools),
                 "auth_methods": list(self.auth_methods), "jwks": dict(self.jwks) if self.jwks else None,
                 "max_lifetime": self.max_lifetime, "may_chain": self.may_chain, "rate_limit": self.rate_limit,
-                "enabled": self.enabled}
+                "dpop_required": self.dpop_required, "enabled": self.enabled}
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def _client_view(row: Client, pepper: bytes) -> ClientView:
         may_chain=row.may_chain,
         enabled=row.enabled,
         rate_limit=row.rate_limit,
+        dpop_required=bool(row.dpop_required),
     )
 
 
@@ -557,6 +559,7 @@ def add_client(
     secret: str | None = None,
     name: str = "",
     rate_limit: str | None = None,
+    dpop_required: bool = False,
     changes: ChangeRecorder | None = None,
 ) -> tuple[ClientView, str | None]:
     """Register a client. Returns the view and the secret, which is shown once and never stored."""
@@ -601,6 +604,7 @@ def add_client(
         may_chain=may_chain,
         enabled=True,
         rate_limit=rate_limit,
+        dpop_required=dpop_required,
         created_at=_now(),
     )
     row.tools = [ClientTool(tool_id=tool_rows[t].id, tool=tool_rows[t]) for t in dict.fromkeys(tools)]
@@ -663,6 +667,20 @@ def set_client_enabled(db: Database, client_id: str, enabled: bool, *,
         if changes and before != enabled:
             changes(s, "client.enable" if enabled else "client.disable", client_id,
                     {"enabled": before}, {"enabled": enabled})
+        return _client_view(row, b"")
+
+
+def set_client_dpop_required(db: Database, client_id: str, required: bool, *,
+                             changes: ChangeRecorder | None = None) -> ClientView:
+    """From the next refresh on, this client's exchanges without a DPoP proof are refused; capabilities
+    already issued as bearer tokens stay valid until they expire (revoke the client to end them now)."""
+    with db.session() as s:
+        row = _client_row(s, client_id)
+        before = bool(row.dpop_required)
+        row.dpop_required = required
+        _bump(s)
+        if changes and before != required:
+            changes(s, "client.dpop_required", client_id, {"dpop_required": before}, {"dpop_required": required})
         return _client_view(row, b"")
 
 

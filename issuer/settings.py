@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         30, ge=0, le=120,
         description="Clock skew tolerated on subject and actor tokens and client assertions, seconds.",
     )
+    dpop_nonce: bool = Field(
+        False,
+        description="Require a server nonce in DPoP proofs at the token endpoint (RFC 9449 section 8): a proof "
+        "made in advance or outside the nonce's 1 to 2 minute life is refused with `use_dpop_nonce`.",
+    )
     refresh_interval: float = Field(
         2.0, ge=0.0, le=60.0,
         description="How often each process checks for a new registry or policy version and a changed key set, "

@@ -308,21 +308,40 @@ def test_audit_query_pages_export_and_verify(admin: Admin) -> None:
     error(admin("GET", "/audit", params={"decision": "maybe"}), 400, "invalid_request")
 
 
-def test_revocation_by_jti_and_subject(admin: Admin) -> None:
+def test_revocation_by_jti_subject_and_client(admin: Admin) -> None:
     live = admin.live
     jti = admin("GET", "/audit", params={"decision": "granted"}).json()["events"]
     assert jti == []
     assert live.exchange().status_code == 200
     jti = admin("GET", "/audit", params={"decision": "granted"}).json()["events"][0]["jti"]
+    assert admin("GET", "/revocations/count", params={"jti": jti}).json() == {"live": 1}
+    assert admin("GET", "/revocations/count", params={"sub": "idp-a:alice"}).json() == {"live": 1}
+    assert admin("GET", "/revocations/count", params={"client_id": "mcp-helpdesk"}).json() == {"live": 1}
+    assert admin("GET", "/revocations/count", params={"client_id": "mcp-other"}).json() == {"live": 0}
+    error(admin("GET", "/revocations/count"), 400, "invalid_request")
+    error(admin("GET", "/revocations/count", params={"jti": jti, "sub": "idp-a:alice"}), 400, "invalid_request")
     revoked = admin("POST", "/revocations/jti", {"jti": jti})
-    assert revoked.status_code == 200 and revoked.json() == {"jti": jti, "revoked": True}
-    assert jti in {e["jti"] for e in live.http.get("/revocations").json()["jtis"]}
+    assert revoked.status_code == 200 and revoked.json() == {"jti": jti, "revoked": True, "chained": []}
+    assert admin("GET", "/revocations/count", params={"jti": jti}).json() == {"live": 0}
     error(admin("POST", "/revocations/jti", {"jti": "f" * 32}), 404, "not_found")
     assert admin("POST", "/revocations/subject", {"sub": "idp-a:alice"}).status_code == 200
     assert "namespace" in error(admin("POST", "/revocations/subject", {"sub": "nobody:alice"}), 400,
                                 "invalid_request")
+    assert admin("POST", "/revocations/client", {"client_id": "mcp-other"}).json() == {
+        "client_id": "mcp-other", "revoked": True}
+    error(admin("POST", "/revocations/client", {"client_id": "nobody"}), 404, "not_found")
     actions = [c["action"] for c in service(live).list_changes(limit=1000)]
-    assert actions[-2:] == ["revoke.jti", "revoke.subject"]
+    assert actions[-3:] == ["revoke.jti", "revoke.subject", "revoke.client"]
+
+
+def test_dpop_required_is_set_through_the_api(admin: Admin) -> None:
+    body = admin("PATCH", "/clients/mcp-other", {"dpop_required": True}).json()
+    assert body["dpop_required"] is True and body["enabled"] is True
+    assert admin("GET", "/clients/mcp-other").json()["dpop_required"] is True
+    error(admin("PATCH", "/clients/mcp-other", {}), 400, "invalid_request")
+    error(admin("PATCH", "/clients/mcp-other", {"dpop_required": "yes"}), 400, "invalid_request")
+    change = service(admin.live).list_changes(limit=1000)[-1]
+    assert change["action"] == "client.dpop_required" and change["after"] == {"dpop_required": True}
 
 
 # ----------------------------------------------------------------------------- the change log
@@ -403,9 +422,14 @@ LOCAL_ONLY = {"init", "serve", "demo", "gateway", "audit seal", "audit tail"}
 CLI_TO_API = {
     "idp add": ("POST", "/idps"), "idp list": ("GET", "/idps"),
     "tool add": ("POST", "/tools"), "tool list": ("GET", "/tools"),
+    "tool update": ("PATCH", "/tools/{name}"), "tool disable": ("PATCH", "/tools/{name}"),
+    "tool enable": ("PATCH", "/tools/{name}"),
+    "idp update": ("PATCH", "/idps/{name}"), "idp disable": ("PATCH", "/idps/{name}"),
+    "idp enable": ("PATCH", "/idps/{name}"), "status": ("GET", "/overview"),
     "client add": ("POST", "/clients"), "client list": ("GET", "/clients"),
     "client rotate-secret": ("POST", "/clients/{client_id}/secret"),
     "client disable": ("PATCH", "/clients/{client_id}"), "client enable": ("PATCH", "/clients/{client_id}"),
+    "client dpop": ("PATCH", "/clients/{client_id}"), "revoke client": ("POST", "/revocations/client"),
     "policy apply": ("POST", "/policy"), "policy show": ("GET", "/policy/versions/{version}"),
     "policy versions": ("GET", "/policy/versions"), "policy diff": ("GET", "/policy/diff"),
     "policy test": ("POST", "/policy/test"),

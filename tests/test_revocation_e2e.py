@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jwt
 from click.testing import CliRunner
 from freezegun import freeze_time
@@ -25,21 +27,38 @@ def _introspect(live: LiveIssuer, token: str) -> bool:
     return bool(resp.json()["active"])
 
 
+def feed(live: LiveIssuer, **params: Any) -> dict[str, Any]:
+    """The feed as a verifier reads it: a JWS of typ revocation-feed+jwt signed by a key of the issuer's JWKS."""
+    resp = live.http.get("/revocations", params=params)
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/jwt"
+    assert resp.headers["cache-control"] == "no-store"
+    header = jwt.get_unverified_header(resp.text)
+    assert header["typ"] == "revocation-feed+jwt"
+    jwk = next(k for k in live.http.get("/jwks.json").json()["keys"] if k["kid"] == header["kid"])
+    return jwt.decode(resp.text, jwt.PyJWK(jwk).key, algorithms=["ES256", "EdDSA"], issuer=live.url)
+
+
 def test_feed_lists_revoked_jtis_and_hashed_subjects(live: LiveIssuer) -> None:
     md = live.http.get("/.well-known/oauth-authorization-server").json()
     assert md["revocation_feed_endpoint"] == live.url + "/revocations"
-    empty = live.http.get("/revocations").json()
-    assert empty["jtis"] == [] and empty["subjects"] == []
+    empty = feed(live)
+    assert empty["jtis"] == [] and empty["subjects"] == [] and empty["clients"] == []
     token = live.exchange().json()["access_token"]
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     live.post_form("/revoke", [("token", token)], auth=("mcp-helpdesk", live.secrets["mcp-helpdesk"]))
-    feed = live.http.get("/revocations").json()
-    assert [e["jti"] for e in feed["jtis"]] == [jti]
-    assert live.http.get("/revocations", params={"since": feed["issued_at"]}).json()["jtis"] == []
+    first = feed(live)
+    assert [e["jti"] for e in first["jtis"]] == [jti]
+    assert first["version"] > empty["version"]
+    assert feed(live, since=first["issued_at"])["jtis"] == []
     _cli(live, "revoke", "subject", "idp-a:alice")
-    subjects = live.http.get("/revocations", params={"since": feed["issued_at"] - 5}).json()["subjects"]
-    assert [s["sub_sha256"] for s in subjects] == [sub_digest("idp-a:alice")]
-    assert "alice" not in live.http.get("/revocations").text  # the feed names nobody
+    second = feed(live, since=first["issued_at"] - 5)
+    assert [s["sub_sha256"] for s in second["subjects"]] == [sub_digest("idp-a:alice")]
+    assert second["version"] > first["version"]
+    _cli(live, "revoke", "client", "mcp-other")
+    third = feed(live)
+    assert [c["client_id"] for c in third["clients"]] == ["mcp-other"] and third["version"] > second["version"]
+    assert "alice" not in jwt.decode(live.http.get("/revocations").text,
+                                     options={"verify_signature": False}).__repr__()  # the feed names nobody
     error_of(live.http.get("/revocations", params={"since": "nan"}), 400, "invalid_request")
     error_of(live.http.get("/revocations", params={"since": "yesterday"}), 400, "invalid_request")
     error_of(live.http.get("/revocations", params={"since": "1e12"}), 400, "invalid_request")  # no overflow 500
@@ -77,4 +96,4 @@ def test_revoke_subject_needs_a_registered_namespace(live: LiveIssuer) -> None:
     for typo in ("idpa:alice", "alice", "idp-a:"):
         res = CliRunner().invoke(cli, ["revoke", "subject", typo], env=env)
         assert res.exit_code == 2, (typo, res.output)
-    assert live.http.get("/revocations").json()["subjects"] == []
+    assert feed(live)["subjects"] == []

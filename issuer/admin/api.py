@@ -121,6 +121,18 @@ def get_idp(name: str) -> Response:
     return json_response(_service().get_idp(name))
 
 
+def update_idp(name: str) -> Response:
+    b = _body(m.IdpUpdate)
+    service = _service()
+    fields = b.model_dump(exclude={"enabled"})
+    if b.enabled is None and all(v is None for v in fields.values()):
+        raise ConfigurationError("give at least one field to change")
+    idp = service.update_idp(name, **fields) if any(v is not None for v in fields.values()) else None
+    if b.enabled is not None:
+        idp = service.set_idp_enabled(name, b.enabled)
+    return json_response(idp)
+
+
 def list_tools() -> Response:
     return json_response({"tools": _service().list_tools()})
 
@@ -132,6 +144,22 @@ def add_tool() -> Response:
 
 def get_tool(name: str) -> Response:
     return json_response(_service().get_tool(name))
+
+
+def update_tool(name: str) -> Response:
+    b = _body(m.ToolUpdate)
+    service = _service()
+    fields = b.model_dump(exclude={"enabled"})
+    if b.enabled is None and all(v is None for v in fields.values()):
+        raise ConfigurationError("give at least one field to change")
+    tool = service.update_tool(name, **fields) if any(v is not None for v in fields.values()) else None
+    if b.enabled is not None:
+        tool = service.set_tool_enabled(name, b.enabled)
+    return json_response(tool)
+
+
+def overview() -> Response:
+    return json_response(_service().overview())
 
 
 def list_clients() -> Response:
@@ -150,7 +178,15 @@ def get_client(client_id: str) -> Response:
 
 def update_client(client_id: str) -> Response:
     b = _body(m.ClientUpdate)
-    return json_response(_service().set_client_enabled(client_id, b.enabled))
+    service = _service()
+    if b.enabled is None and b.dpop_required is None:
+        raise ConfigurationError("give enabled, dpop_required or both")
+    client = service.get_client(client_id)
+    if b.enabled is not None:
+        client = service.set_client_enabled(client_id, b.enabled)
+    if b.dpop_required is not None:
+        client = service.set_client_dpop_required(client_id, b.dpop_required)
+    return json_response(client)
 
 
 def rotate_secret(client_id: str) -> Response:
@@ -235,6 +271,15 @@ def revoke_subject() -> Response:
     return json_response(_service().revoke_subject(_body(m.RevokeSubject).sub))
 
 
+def revoke_client() -> Response:
+    return json_response(_service().revoke_client(_body(m.RevokeClient).client_id))
+
+
+def count_live() -> Response:
+    args = {k: request.args.get(k) for k in ("jti", "sub", "client_id")}
+    return json_response({"live": _service().count_live(**args)})
+
+
 def list_admin_keys() -> Response:
     return json_response({"admin_keys": _service().list_admin_keys()})
 
@@ -254,16 +299,21 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/idps", "Trust an identity provider", add_idp, write=True, body=m.IdpCreate, response=m.Idp,
           status=201, extra_errors=(409,)),
     Route("GET", "/idps/{name}", "One identity provider", get_idp, response=m.Idp),
+    Route("PATCH", "/idps/{name}", "Edit or disable an identity provider (name, issuer and namespace stay)",
+          update_idp, write=True, body=m.IdpUpdate, response=m.Idp),
     Route("GET", "/tools", "List tools and their scopes", list_tools, list_of=("tools", m.Tool)),
     Route("POST", "/tools", "Register a tool (reachable by nobody until policy grants it)", add_tool, write=True,
           body=m.ToolCreate, response=m.Tool, status=201, extra_errors=(409,)),
     Route("GET", "/tools/{name}", "One tool", get_tool, response=m.Tool),
+    Route("PATCH", "/tools/{name}", "Edit or disable a tool (name, resource URI and scopes stay)", update_tool,
+          write=True, body=m.ToolUpdate, response=m.Tool),
     Route("GET", "/clients", "List MCP-server clients (never their secrets)", list_clients,
           list_of=("clients", m.Client)),
     Route("POST", "/clients", "Register an MCP-server client; its secret is in this answer only", add_client,
           write=True, body=m.ClientCreate, response=m.ClientCreated, status=201, extra_errors=(409,)),
     Route("GET", "/clients/{client_id}", "One client", get_client, response=m.Client),
-    Route("PATCH", "/clients/{client_id}", "Enable or disable a client", update_client, write=True,
+    Route("PATCH", "/clients/{client_id}", "Enable or disable a client, or require DPoP of it", update_client,
+          write=True,
           body=m.ClientUpdate, response=m.Client),
     Route("POST", "/clients/{client_id}/secret", "Rotate a client's secret (the old one stops working)",
           rotate_secret, write=True, response=m.ClientSecret),
@@ -278,6 +328,8 @@ ROUTES: tuple[Route, ...] = (
           query=("from", "to")),
     Route("POST", "/policy/test", "What the active policy decides for one request (no token, no audit row)",
           test_policy, body=m.PolicyTest, response=m.PolicyDecision),
+    Route("GET", "/overview", "Readiness, policy, keys, the last hour's decisions and the audit chain", overview,
+          response=m.Overview),
     Route("GET", "/keys", "Capability signing keys (next, active, retired)", list_keys,
           list_of=("keys", m.SigningKey)),
     Route("POST", "/keys/rotate", "Start signing with the pre-published next key", rotate_keys, write=True,
@@ -294,6 +346,10 @@ ROUTES: tuple[Route, ...] = (
           body=m.RevokeJti, response=m.Revoked),
     Route("POST", "/revocations/subject", "Revoke every capability of a user issued until now", revoke_subject,
           write=True, body=m.RevokeSubject, response=m.Revoked),
+    Route("POST", "/revocations/client", "Revoke every capability with this client anywhere in its act chain",
+          revoke_client, write=True, body=m.RevokeClient, response=m.Revoked),
+    Route("GET", "/revocations/count", "How many live capabilities revoking this jti, sub or client_id would void",
+          count_live, response=m.LiveCount, query=("jti", "sub", "client_id")),
     Route("GET", "/admin-keys", "Admin keys (never the keys themselves)", list_admin_keys,
           list_of=("admin_keys", m.AdminKey)),
     Route("POST", "/admin-keys", "Create an admin key; the key is in this answer only", create_admin_key,

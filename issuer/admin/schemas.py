@@ -44,6 +44,18 @@ class IdpCreate(_Request):
     namespace: str | None = Field(default=None, min_length=1, max_length=100)
 
 
+class IdpUpdate(_Request):
+    """Fields left out stay as they are; name, issuer and namespace never change (subjects carry the namespace)."""
+
+    jwks_uri: str | None = Field(default=None, min_length=1, max_length=1000, description="Replaces an inline JWKS")
+    jwks: dict[str, Any] | None = Field(default=None, description="Inline public JWK Set; replaces jwks_uri")
+    algorithms: list[str] | None = Field(default=None, min_length=1, max_length=10)
+    subject_claim: str | None = Field(default=None, min_length=1, max_length=100)
+    groups_claim: str | None = Field(default=None, min_length=1, max_length=100)
+    attribute_claims: list[str] | None = Field(default=None, max_length=50)
+    enabled: bool | None = Field(default=None, description="A disabled provider's tokens are refused")
+
+
 class ScopeIn(_Request):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=1000)
@@ -60,6 +72,16 @@ class ToolCreate(_Request):
     hash_arguments: list[str] = Field(default=[], max_length=100)
 
 
+class ToolUpdate(_Request):
+    """Fields left out stay as they are; name, resource URI and scopes never change (policy names them)."""
+
+    description: str | None = Field(default=None, max_length=1000)
+    rate_limit: str | None = Field(default=None, max_length=100, description="Empty: the default limit applies again")
+    redact_arguments: list[str] | None = Field(default=None, max_length=100)
+    hash_arguments: list[str] | None = Field(default=None, max_length=100)
+    enabled: bool | None = Field(default=None, description="A disabled tool is reachable by nobody")
+
+
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
@@ -71,13 +93,15 @@ class ClientCreate(_Request):
     jwks: dict[str, Any] | None = None
     max_lifetime: int | None = Field(default=None, ge=10, le=900)
     may_chain: bool = False
+    dpop_required: bool = False
     secret: str | None = Field(default=None, min_length=20, max_length=200,
                                description="Import an existing secret instead of generating one")
     rate_limit: str | None = Field(default=None, max_length=100)
 
 
 class ClientUpdate(_Request):
-    enabled: bool
+    enabled: bool | None = None
+    dpop_required: bool | None = Field(default=None, description="Refuse this client's exchanges without a DPoP proof")
 
 
 class PolicyApply(_Request):
@@ -93,6 +117,8 @@ class PolicyTest(_Request):
     groups: list[str] = Field(default=[], max_length=200)
     claims: dict[str, Any] = Field(default={}, max_length=50)
     scopes: list[str] = Field(default=[], max_length=50)
+    arguments: dict[str, Any] | None = Field(default=None, max_length=200,
+                                             description="One call's arguments, checked against the filled constraints")
 
 
 class KeyRotate(_Request):
@@ -102,6 +128,10 @@ class KeyRotate(_Request):
 
 class RevokeJti(_Request):
     jti: str = Field(min_length=1, max_length=64)
+
+
+class RevokeClient(_Request):
+    client_id: str = Name
 
 
 class RevokeSubject(_Request):
@@ -155,6 +185,7 @@ class Client(_Response):
     max_lifetime: int | None
     may_chain: bool
     rate_limit: str | None
+    dpop_required: bool
     enabled: bool
 
 
@@ -199,6 +230,12 @@ class PolicyDecision(_Response):
     actions: list[str]
     constraints: dict[str, Any]
     description: str
+    arguments: ArgumentCheck | None = Field(default=None, description="Present when the request gave arguments")
+
+
+class ArgumentCheck(_Response):
+    admitted: bool
+    violations: list[str]
 
 
 class SigningKey(_Response):
@@ -236,6 +273,8 @@ class AuditEvent(_Response):
     expires_at: str | None
     client_addr: str | None
     authorization_details: list[Any] | None
+    txn: str | None
+    parent_jti: str | None = Field(description="The capability this one was chained from")
 
 
 class AuditPage(_Response):
@@ -277,7 +316,13 @@ class ChangePage(_Response):
 class Revoked(_Response):
     jti: str | None = None
     sub: str | None = None
+    client_id: str | None = None
     revoked: bool
+    chained: list[str] | None = Field(default=None, description="Capabilities chained from the jti, revoked with it")
+
+
+class LiveCount(_Response):
+    live: int = Field(description="Live capabilities the revocation would void")
 
 
 class AdminKey(_Response):
@@ -294,12 +339,54 @@ class AdminKeyCreated(_Response):
     key: str = Field(description="Shown once: Authorization: Bearer <key>")
 
 
+class Readiness(_Response):
+    database: str
+    keys: str
+    redis: str
+
+
+class Rotation(_Response):
+    active: str | None
+    next: str | None
+    active_since: str | None
+    rotation_ready_at: str | None = Field(description="From then on the next key is in every cached JWKS")
+    rotation_ready: bool
+
+
+class DecisionBucket(_Response):
+    start: str
+    end: str
+    granted: int
+    denied: int
+
+
+class Decisions(_Response):
+    since: str
+    until: str
+    bucket_seconds: int
+    buckets: list[DecisionBucket]
+    totals: dict[str, int]
+    rate_limited: int = Field(description="Exchanges refused by a rate limit in the window")
+
+
+class Overview(_Response):
+    time: str
+    readiness: Readiness
+    policy_version: int | None
+    keys: list[SigningKey]
+    rotation: Rotation
+    exchanges: Decisions
+    audit: AuditVerification
+
+
 REQUESTS: dict[str, type[BaseModel]] = {m.__name__: m for m in (
+    IdpUpdate, ToolUpdate,
     IdpCreate, ScopeIn, ToolCreate, ClientCreate, ClientUpdate, PolicyApply, PolicyTest, KeyRotate, RevokeJti,
-    RevokeSubject, AdminKeyCreate,
+    RevokeSubject, RevokeClient, AdminKeyCreate,
 )}
 RESPONSES: dict[str, type[BaseModel]] = {m.__name__: m for m in (
+    ArgumentCheck, Readiness, Rotation, DecisionBucket, Decisions, Overview,
     Idp, ScopeOut, Tool, Client, ClientCreated, ClientSecret, PolicyApplied, PolicyVersion, PolicyDocument,
     PolicyDiff, PolicyDecision, SigningKey, KeyRotated, AuditEvent, AuditPage, AuditHead, AuditVerification,
-    AdminChange, ChangePage, Revoked, AdminKey, AdminKeyCreated,
+    AdminChange, ChangePage, Revoked, LiveCount, AdminKey, AdminKeyCreated,
 )}

@@ -31,7 +31,7 @@ from .overview import Window, decision_counts, readiness, rotation_state
 __all__ = ["AUDIT_FILTERS", "AdminService", "parse_time"]
 
 #: Filters of the audit trail, in the CLI and the API alike.
-AUDIT_FILTERS = ("sub", "client_id", "tool", "decision", "reason")
+AUDIT_FILTERS = ("sub", "client_id", "tool", "decision", "reason", "txn")
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:
@@ -118,12 +118,13 @@ class AdminService:
     def add_client(self, *, client_id: str, resource_uri: str, tools: Sequence[str] = (),
                    auth_methods: Sequence[str] = ("client_secret_basic", "client_secret_post"),
                    jwks: Mapping[str, Any] | None = None, max_lifetime: int | None = None, may_chain: bool = False,
-                   secret: str | None = None, rate_limit: str | None = None) -> tuple[dict[str, Any], str | None]:
+                   secret: str | None = None, rate_limit: str | None = None,
+                   dpop_required: bool = False) -> tuple[dict[str, Any], str | None]:
         """The client, and its secret when one was generated (shown once, never stored)."""
         view, shown = registry.add_client(
             self.db, client_id=client_id, resource_uri=resource_uri, tools=tools, pepper=self.keys.pepper(),
             auth_methods=auth_methods, jwks=jwks, max_lifetime=max_lifetime, may_chain=may_chain, secret=secret,
-            rate_limit=rate_limit, changes=self.changes,
+            rate_limit=rate_limit, dpop_required=dpop_required, changes=self.changes,
         )
         return view.to_dict(), (shown if secret is None else None)
 
@@ -138,6 +139,9 @@ class AdminService:
 
     def set_client_enabled(self, client_id: str, enabled: bool) -> dict[str, Any]:
         return registry.set_client_enabled(self.db, client_id, enabled, changes=self.changes).to_dict()
+
+    def set_client_dpop_required(self, client_id: str, required: bool) -> dict[str, Any]:
+        return registry.set_client_dpop_required(self.db, client_id, required, changes=self.changes).to_dict()
 
     # ------------------------------------------------------------------ policy
     def apply_policy(self, text: str, *, source: str) -> int:
@@ -225,9 +229,8 @@ class AdminService:
             raise ConfigurationError(f"unknown audit filter(s) {sorted(unknown)}")
         if not 1 <= limit <= 1000:
             raise ConfigurationError("limit: between 1 and 1000")
-        rows = query_audit(self.db, sub=filters.get("sub"), client_id=filters.get("client_id"),
-                           tool=filters.get("tool"), decision=filters.get("decision"), reason=filters.get("reason"),
-                           since=since, until=until, after_id=after_id, limit=limit, newest_first=newest_first)
+        rows = query_audit(self.db, **{f: filters.get(f) for f in AUDIT_FILTERS}, since=since, until=until,
+                           after_id=after_id, limit=limit, newest_first=newest_first)
         return [audit_row_dict(r) for r in rows]
 
     def export_audit(self, filters: Mapping[str, str | None] | None = None, *, since: datetime | None = None,
@@ -258,10 +261,28 @@ class AdminService:
 
     # ------------------------------------------------------------------ revocation
     def revoke_jti(self, jti: str) -> dict[str, Any]:
-        if not RevocationList(self.db).revoke_jti(jti, self.actor[:100]):
+        """The capability and every capability chained from it, however deep."""
+        revoked = RevocationList(self.db).revoke_jti(jti, self.actor[:100])
+        if revoked is None:
             raise UnknownObject(f"no capability with jti {jti!r} was issued (see the audit trail)")
-        self.changes.record(self.db, "revoke.jti", jti, None, {"revoked": True})
-        return {"jti": jti, "revoked": True}
+        chained = [j for j in revoked if j != jti]
+        self.changes.record(self.db, "revoke.jti", jti, None, {"revoked": True, "chained": chained})
+        return {"jti": jti, "revoked": True, "chained": chained}
+
+    def revoke_client(self, client_id: str) -> dict[str, Any]:
+        """Every capability issued until now with this client anywhere in its ``act`` chain (a compromised
+        MCP server). The client itself stays enabled: disable it too to stop new exchanges."""
+        registry.get_client(self.db, client_id)  # an unknown client is a typo, not a revocation
+        RevocationList(self.db).revoke_client(client_id, self.actor[:100])
+        self.changes.record(self.db, "revoke.client", client_id, None,
+                            {"revoked_before": clock.iso(int(clock.now()))})
+        return {"client_id": client_id, "revoked": True}
+
+    def count_live(self, *, jti: str | None = None, sub: str | None = None, client_id: str | None = None) -> int:
+        """How many live capabilities a revocation would void (for a confirmation before it)."""
+        if sum(v is not None for v in (jti, sub, client_id)) != 1:
+            raise ConfigurationError("give exactly one of jti, sub, client_id")
+        return RevocationList(self.db).count_live(jti=jti, sub=sub, client_id=client_id)
 
     def revoke_subject(self, sub: str) -> dict[str, Any]:
         """SUB as capabilities carry it (NAMESPACE:SUB); every capability issued until now is void."""

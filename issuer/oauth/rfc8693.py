@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -23,8 +24,8 @@ from authlib.oauth2.rfc6749.grants import BaseGrant, TokenEndpointMixin
 from flask import g, request
 
 from .. import clock
-from ..dpop import DPoPError, verify_proof
-from ..errors import InvalidDPoPProof, InvalidRequest, InvalidTarget, UnauthorizedClient
+from ..dpop import DPoPError, NonceSource, verify_proof
+from ..errors import InvalidDPoPProof, InvalidRequest, InvalidTarget, UnauthorizedClient, UseDPoPNonce
 from ..exchange import SUBJECT_TOKEN_TYPES, Exchanger, ExchangeRequest
 from ..grant_details import parse_authorization_details
 from ..minting import ACCESS_TOKEN_TYPE
@@ -49,7 +50,10 @@ _SINGLE = (
     "client_secret",
     "client_assertion",
     "client_assertion_type",
+    "txn",
 )
+#: A caller's transaction id (an MCP request id, a trace id): printable ASCII, no spaces.
+_TXN = re.compile(r"[\x21-\x7e]{1,100}")
 _MAX_TOKEN = 16 * 1024
 _MAX_SCOPES = 50
 
@@ -58,10 +62,12 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
     GRANT_TYPE = GRANT_TYPE
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
-    #: set by the app factory: the decision service, the shared seen-once store, this endpoint's URL
+    #: set by the app factory: the decision service, the shared seen-once store, this endpoint's URL,
+    #: and the nonce source when DPoP nonces are on
     exchanger: Exchanger
     replay: ReplayCache
     token_url: str
+    nonces: NonceSource | None = None
 
     def validate_token_request(self) -> None:
         form = self.request.form
@@ -75,6 +81,8 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
         self.request.client = client
         self._params = self._parse(form)
         jkt = self._dpop_key()
+        if jkt is None and client.dpop_required:
+            raise InvalidDPoPProof("DPoP proof: this client must send one (its capabilities are key-bound)")
         if jkt is not None:
             self._params = dataclasses.replace(self._params, dpop_jkt=jkt)
 
@@ -92,6 +100,8 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
                                  max_age=DPOP_MAX_AGE, leeway=leeway)
         except DPoPError as e:
             raise InvalidDPoPProof(f"DPoP proof: {e}") from None
+        if self.nonces is not None and not self.nonces.valid(proof.claims.get("nonce"), clock.now()):
+            raise UseDPoPNonce("DPoP proof: use the nonce in the DPoP-Nonce header")
         # Seen once across every worker and replica, for as long as the proof could be accepted.
         key = hashlib.sha256(f"dpop\x00{proof.jkt}\x00{proof.jti}".encode()).hexdigest()
         if not self.replay.first_use(key, DPOP_MAX_AGE + 2 * leeway):
@@ -164,4 +174,11 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
             details=details,
             request_id=g.get("request_id") or uuid.uuid4().hex,
             client_addr=request.remote_addr,
+            txn=self._txn(form.get("txn")),
         )
+
+    @staticmethod
+    def _txn(value: str | None) -> str | None:
+        if value is not None and not _TXN.fullmatch(value):
+            raise InvalidRequest("txn: 1 to 100 printable ASCII characters without spaces")
+        return value

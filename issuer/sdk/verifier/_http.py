@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ...loopback import is_loopback
 
-__all__ = ["MAX_DOCUMENT_BYTES", "FetchError", "check_url", "fetch_json", "is_loopback"]
+__all__ = ["MAX_DOCUMENT_BYTES", "FetchError", "check_url", "fetch_bytes", "fetch_json", "is_loopback"]
 
 #: Metadata and key sets are a few KiB; a revocation feed may be longer.
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
@@ -76,6 +76,18 @@ def fetch_json(
     url: str, *, timeout: float, allow_insecure_loopback: bool, max_bytes: int = MAX_DOCUMENT_BYTES
 ) -> Any:
     """The parsed JSON at ``url``; :class:`FetchError` on any failure (never a body in the message)."""
+    body = fetch_bytes(url, timeout=timeout, allow_insecure_loopback=allow_insecure_loopback, max_bytes=max_bytes)
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise FetchError("response is not JSON") from None
+
+
+def fetch_bytes(
+    url: str, *, timeout: float, allow_insecure_loopback: bool, max_bytes: int = MAX_DOCUMENT_BYTES,
+    accept: str = "application/json",
+) -> bytes:
+    """The body at ``url``, capped in size and time; :class:`FetchError` on any failure."""
     try:
         check_url(url, allow_insecure_loopback)
     except ValueError as exc:
@@ -84,7 +96,7 @@ def fetch_json(
     opener = _LOOPBACK_OPENER if is_loopback(host) else _OPENER
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
         url,
-        headers={"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": _USER_AGENT},
+        headers={"Accept": accept, "Accept-Encoding": "identity", "User-Agent": _USER_AGENT},
     )
     deadline = time.monotonic() + 2 * timeout
     buf = bytearray()
@@ -107,7 +119,4 @@ def fetch_json(
         raise FetchError(f"HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         raise FetchError(type(exc).__name__) from None
-    try:
-        return json.loads(bytes(buf), parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise FetchError("response is not JSON") from None
+    return bytes(buf)

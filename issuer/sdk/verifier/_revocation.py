@@ -3,17 +3,27 @@
 Feed contract (``revocation_feed_endpoint`` in the issuer metadata)::
 
     GET {endpoint}?since=<float>
-    {"issued_at": <float>,
+    200 application/jwt: a compact JWS, header typ "revocation-feed+jwt", signed by a key of the
+    issuer's JWKS (ES256 or EdDSA), whose payload is
+    {"iss": issuer, "iat": int, "version": int, "issued_at": <float>,
      "jtis":     [{"jti": str, "exp": int}],
-     "subjects": [{"sub_sha256": base64url(sha256(sub)), "revoked_before": int}]}
+     "subjects": [{"sub_sha256": base64url(sha256(sub)), "revoked_before": int}],
+     "clients":  [{"client_id": str, "revoked_before": int}]}
 
 The first poll asks for everything still live (no ``since``); later polls ask
 from ``previous issued_at - 5`` so clock skew between issuer replicas cannot
-drop an entry.  A capability is revoked when its ``jti`` is listed, or when a
-subject entry matches its ``sub`` and it was issued before ``revoked_before``.
+drop an entry.  A capability is revoked when its ``jti`` is listed (the issuer
+lists every capability chained from a revoked one too), when a subject entry
+matches its ``sub``, or when a client entry names its ``client_id`` or any
+actor of its ``act`` chain, and it was issued before ``revoked_before``.
 Entries are kept only while they can matter: a ``jti`` until its token expires
-(plus leeway), a subject entry an hour after ``revoked_before`` (longer than
-any capability lives).
+(plus leeway), a subject or client entry an hour after ``revoked_before``
+(longer than any capability lives).
+
+A feed is applied only if its signature verifies with the issuer's keys, its
+``iss`` is the issuer, its ``version`` is not below the last one applied (a
+replayed older feed would hide later revocations), and its ``iat`` is recent
+(a feed frozen in time by someone in the middle would too).
 
 Freshness is a guarantee, not a hope: the poller runs every ``interval``
 seconds; if the list has not been refreshed for ``2 * interval + timeout``
@@ -33,17 +43,18 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from ... import clock
 from ._capability import Capability
 from ._discovery import Discovery
-from ._http import FetchError, fetch_json
-from .errors import IssuerUnavailable, Revoked
+from ._http import FetchError, fetch_bytes
+from .errors import CapabilityError, IssuerUnavailable, Revoked
 
-__all__ = ["SUBJECT_WINDOW", "RevocationPoller", "sub_digest"]
+__all__ = ["FEED_TYP", "SUBJECT_WINDOW", "RevocationPoller", "sub_digest"]
 
 log = logging.getLogger("issuer.sdk.verifier")
 
@@ -51,6 +62,8 @@ log = logging.getLogger("issuer.sdk.verifier")
 SUBJECT_WINDOW = 3600
 #: ``since`` is the previous ``issued_at`` minus this many seconds.
 SINCE_OVERLAP = 5.0
+#: The JWS ``typ`` of the signed feed: never accepted where a capability is expected, nor the reverse.
+FEED_TYP = "revocation-feed+jwt"
 
 
 def sub_digest(sub: str) -> str:
@@ -62,27 +75,37 @@ def _finite(value: Any) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
 
 
-def _parse_feed(doc: Any) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Validate a whole feed answer; one malformed entry rejects it all (the old state is kept)."""
+@dataclass(frozen=True)
+class _Feed:
+    version: int
+    issued_at: float
+    jtis: dict[str, float]
+    subjects: dict[str, float]
+    clients: dict[str, float]
+
+
+def _entries(doc: Mapping[str, Any], name: str, key: str, when: str) -> dict[str, float]:
+    raw = doc.get(name, [])
+    if not isinstance(raw, list):
+        raise FetchError(f"revocation feed: {name} must be an array")
+    out: dict[str, float] = {}
+    for entry in raw:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get(key), str) or not _finite(entry.get(when)):
+            raise FetchError(f"revocation feed: malformed {name} entry")
+        out[entry[key]] = max(float(entry[when]), out.get(entry[key], -math.inf))
+    return out
+
+
+def _parse_feed(doc: Any) -> _Feed:
+    """Validate a whole feed payload; one malformed entry rejects it all (the old state is kept)."""
     if not isinstance(doc, Mapping) or not _finite(doc.get("issued_at")):
         raise FetchError("revocation feed: not a feed document")
-    jtis: dict[str, float] = {}
-    subjects: dict[str, float] = {}
-    raw_jtis = doc.get("jtis", [])
-    raw_subjects = doc.get("subjects", [])
-    if not isinstance(raw_jtis, list) or not isinstance(raw_subjects, list):
-        raise FetchError("revocation feed: jtis and subjects must be arrays")
-    for entry in raw_jtis:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("jti"), str) or not _finite(entry.get("exp")):
-            raise FetchError("revocation feed: malformed jti entry")
-        jtis[entry["jti"]] = max(float(entry["exp"]), jtis.get(entry["jti"], -math.inf))
-    for entry in raw_subjects:
-        if (not isinstance(entry, Mapping) or not isinstance(entry.get("sub_sha256"), str)
-                or not _finite(entry.get("revoked_before"))):
-            raise FetchError("revocation feed: malformed subject entry")
-        h = entry["sub_sha256"]
-        subjects[h] = max(float(entry["revoked_before"]), subjects.get(h, -math.inf))
-    return float(doc["issued_at"]), jtis, subjects
+    version = doc.get("version")
+    if type(version) is not int or version < 0:
+        raise FetchError("revocation feed: no version")
+    return _Feed(version, float(doc["issued_at"]), _entries(doc, "jtis", "jti", "exp"),
+                 _entries(doc, "subjects", "sub_sha256", "revoked_before"),
+                 _entries(doc, "clients", "client_id", "revoked_before"))
 
 
 class RevocationPoller:
@@ -91,7 +114,9 @@ class RevocationPoller:
     def __init__(
         self,
         discovery: Discovery,
+        verify_signed: Callable[[str], dict[str, Any]],
         *,
+        issuer: str,
         interval: float,
         timeout: float,
         leeway: float,
@@ -99,6 +124,8 @@ class RevocationPoller:
         retry_interval: float,
     ) -> None:
         self._discovery = discovery
+        self._verify_signed = verify_signed
+        self._issuer = issuer
         self.interval = interval
         self.timeout = timeout
         self.leeway = leeway
@@ -113,7 +140,9 @@ class RevocationPoller:
         # State: replaced as a whole (copy on write), so readers need no lock.
         self._jtis: dict[str, float] = {}
         self._subjects: dict[str, float] = {}
+        self._clients: dict[str, float] = {}
         self._issued_at: float | None = None
+        self.version = -1  #: of the last feed applied; an older one is a rollback and refused
         self._last_success: float | None = None
         self._last_attempt: float | None = None
         self._warned_no_feed = False
@@ -133,6 +162,12 @@ class RevocationPoller:
             before = subjects.get(sub_digest(cap.sub))
             if before is not None and cap.issued_at < before:
                 raise Revoked()
+        clients = self._clients
+        if clients:
+            for client in (cap.client_id, *cap.actor_chain):
+                before = clients.get(client)
+                if before is not None and cap.issued_at < before:
+                    raise Revoked()
 
     def ensure_current(self) -> None:
         """Start the poller if needed; raise :class:`IssuerUnavailable` if the list is too old to trust."""
@@ -179,20 +214,34 @@ class RevocationPoller:
         url = endpoint
         if self._issued_at is not None:
             url += ("&" if "?" in endpoint else "?") + urlencode({"since": repr(self._issued_at - SINCE_OVERLAP)})
-        doc = fetch_json(url, timeout=self.timeout, allow_insecure_loopback=self.allow_insecure_loopback)
-        issued_at, new_jtis, new_subjects = _parse_feed(doc)
+        body = fetch_bytes(url, timeout=self.timeout, allow_insecure_loopback=self.allow_insecure_loopback,
+                           accept="application/jwt")
         now = clock.now()
-        jtis = {j: exp for j, exp in self._jtis.items() if exp + self.leeway > now}
-        for j, exp in new_jtis.items():
-            if exp + self.leeway > now:
-                jtis[j] = max(exp, jtis.get(j, -math.inf))
-        subjects = {h: t for h, t in self._subjects.items() if t + SUBJECT_WINDOW > now}
-        for h, t in new_subjects.items():
-            if t + SUBJECT_WINDOW > now:
-                subjects[h] = max(t, subjects.get(h, -math.inf))
-        self._jtis, self._subjects = jtis, subjects
-        self._issued_at = issued_at
+        feed = _parse_feed(self._authentic(body, now))
+        if feed.version < self.version:
+            raise FetchError(f"revocation feed: version {feed.version} is older than the applied {self.version} "
+                             "(a replayed feed)")
+        jtis = _merge(self._jtis, feed.jtis, lambda exp: exp + self.leeway > now)
+        subjects = _merge(self._subjects, feed.subjects, lambda t: t + SUBJECT_WINDOW > now)
+        clients = _merge(self._clients, feed.clients, lambda t: t + SUBJECT_WINDOW > now)
+        self._jtis, self._subjects, self._clients = jtis, subjects, clients
+        self._issued_at = feed.issued_at
+        self.version = feed.version
         self._last_success = clock.monotonic()
+
+    def _authentic(self, body: bytes, now: float) -> dict[str, Any]:
+        """The payload of a feed the issuer signed, for this issuer, recently."""
+        try:
+            doc = self._verify_signed(body.decode("ascii"))
+        except (CapabilityError, UnicodeDecodeError) as exc:
+            reason = exc.description if isinstance(exc, CapabilityError) else "not a compact JWS"
+            raise FetchError(f"revocation feed rejected: {reason}") from None
+        if doc.get("iss") != self._issuer:
+            raise FetchError("revocation feed rejected: issued by another issuer")
+        iat = doc.get("iat")
+        if not _finite(iat) or not now - self.max_staleness - self.leeway <= iat <= now + self.leeway:  # type: ignore[operator]
+            raise FetchError("revocation feed rejected: iat is not recent (a replayed or frozen feed)")
+        return doc
 
     # ------------------------------------------------------------------ thread
 
@@ -233,6 +282,15 @@ class RevocationPoller:
             thread.join(timeout=self.timeout + 1)
 
     @property
-    def size(self) -> tuple[int, int]:
-        """(revoked jtis, revoked subjects) currently held."""
-        return len(self._jtis), len(self._subjects)
+    def size(self) -> tuple[int, int, int]:
+        """(revoked jtis, revoked subjects, revoked clients) currently held."""
+        return len(self._jtis), len(self._subjects), len(self._clients)
+
+
+def _merge(held: dict[str, float], new: dict[str, float], live: Callable[[float], bool]) -> dict[str, float]:
+    """Copy on write: the entries still live, each at its latest time."""
+    out = {k: t for k, t in held.items() if live(t)}
+    for k, t in new.items():
+        if live(t):
+            out[k] = max(t, out.get(k, -math.inf))
+    return out

@@ -28,7 +28,7 @@ from ._discovery import Discovery
 from ._http import check_url, fetch_json
 from ._keys import ALGORITHMS, KeySet, KeySource
 from ._replay import DEFAULT_REPLAY_PREFIX, MemoryReplayCache, RedisLike, RedisReplayCache, ReplayCache
-from ._revocation import RevocationPoller
+from ._revocation import FEED_TYP, RevocationPoller
 from .errors import (
     ConstraintViolated,
     ExpiredToken,
@@ -223,6 +223,8 @@ class CapabilityVerifier:
         if revocation_poll_interval is not None:
             self._revocations = RevocationPoller(
                 self._discovery,
+                self._verify_feed,
+                issuer=issuer,
                 interval=float(revocation_poll_interval),
                 timeout=self.timeout,
                 leeway=self.leeway,
@@ -257,30 +259,7 @@ class CapabilityVerifier:
                 return self._still_valid(token, cap)
             assert self._seen is not None
             self._seen.drop(token)  # the key set changed: verify afresh
-        if token.count(".") != 2:
-            raise InvalidToken("the capability is not a compact JWS")
-        head, payload, signature = token.split(".")
-        # An empty signature is left to the header check, so that "alg": "none" is named as such.
-        if not (_SEGMENT.fullmatch(head) and _SEGMENT.fullmatch(payload) and _SEGMENT.fullmatch(signature or "A")):
-            raise InvalidToken("the capability is not a compact JWS")
-        try:
-            header = _JSON.decode(_b64(head).decode())
-        except (ValueError, RecursionError, binascii.Error):
-            raise InvalidToken("the capability header is malformed") from None
-        alg, kid = self._check_header(header)
-        key = self._keys.key_for(kid, alg)
-        try:
-            valid = _signature_valid(alg, key, f"{head}.{payload}".encode(), _b64(signature))
-        except (ValueError, binascii.Error):
-            valid = False
-        if not valid:
-            raise InvalidToken("the capability signature is invalid")
-        try:
-            claims = _JSON.decode(_b64(payload).decode())
-        except (ValueError, RecursionError, binascii.Error):
-            raise InvalidToken("the capability payload is not JSON") from None
-        if not isinstance(claims, dict):
-            raise InvalidToken("the capability payload is not a JSON object")
+        claims, kid, alg, key = self._signed_payload(token, _TYP, "capability")
         cap = capability_from_claims(claims, issuer=self.issuer, audience=self.audience, now=clock.now(),
                                      leeway=self.leeway)
         if self._revocations is not None:
@@ -302,22 +281,56 @@ class CapabilityVerifier:
             self._revocations.check(cap)
         return cap
 
+    def _signed_payload(self, token: str, typ: str, what: str) -> tuple[dict[str, Any], str, str, jwt.PyJWK]:
+        """A compact JWS of ``typ`` signed by one of the issuer's keys: its payload, kid, alg and key.
+
+        Shared by capabilities and the revocation feed; ``typ`` keeps one from passing for the other."""
+        if token.count(".") != 2:
+            raise InvalidToken(f"the {what} is not a compact JWS")
+        head, payload, signature = token.split(".")
+        # An empty signature is left to the header check, so that "alg": "none" is named as such.
+        if not (_SEGMENT.fullmatch(head) and _SEGMENT.fullmatch(payload) and _SEGMENT.fullmatch(signature or "A")):
+            raise InvalidToken(f"the {what} is not a compact JWS")
+        try:
+            header = _JSON.decode(_b64(head).decode())
+        except (ValueError, RecursionError, binascii.Error):
+            raise InvalidToken(f"the {what} header is malformed") from None
+        alg, kid = self._check_header(header, typ, what)
+        key = self._keys.key_for(kid, alg)
+        try:
+            valid = _signature_valid(alg, key, f"{head}.{payload}".encode(), _b64(signature))
+        except (ValueError, binascii.Error):
+            valid = False
+        if not valid:
+            raise InvalidToken(f"the {what} signature is invalid")
+        try:
+            claims = _JSON.decode(_b64(payload).decode())
+        except (ValueError, RecursionError, binascii.Error):
+            raise InvalidToken(f"the {what} payload is not JSON") from None
+        if not isinstance(claims, dict):
+            raise InvalidToken(f"the {what} payload is not a JSON object")
+        return claims, kid, alg, key
+
     @staticmethod
-    def _check_header(header: Any) -> tuple[str, str]:
+    def _check_header(header: Any, expected_typ: str, what: str) -> tuple[str, str]:
         if not isinstance(header, dict):
-            raise InvalidToken("the capability header is malformed")
+            raise InvalidToken(f"the {what} header is malformed")
         typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower().removeprefix("application/") != _TYP:
-            raise InvalidToken("the token is not a capability (typ must be at+jwt)")
+        if not isinstance(typ, str) or typ.lower().removeprefix("application/") != expected_typ:
+            raise InvalidToken(f"the token is not a {what} (typ must be {expected_typ})")
         alg = header.get("alg")
         if alg not in ALGORITHMS:
-            raise InvalidToken("the capability's signature algorithm is not allowed")
+            raise InvalidToken(f"the {what}'s signature algorithm is not allowed")
         if "crit" in header:
-            raise InvalidToken("the capability uses critical header parameters")
+            raise InvalidToken(f"the {what} uses critical header parameters")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or len(kid) > _MAX_KID:
-            raise InvalidToken("the capability names no valid signing key (kid)")
+            raise InvalidToken(f"the {what} names no valid signing key (kid)")
         return alg, kid
+
+    def _verify_feed(self, document: str) -> dict[str, Any]:
+        """The revocation feed's payload, if the issuer signed it (the poller checks the rest)."""
+        return self._signed_payload(document, FEED_TYP, "revocation feed")[0]
 
     def _fetch_jwks(self) -> Any:
         return fetch_json(self._discovery.get().jwks_uri, timeout=self.timeout,

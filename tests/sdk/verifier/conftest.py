@@ -25,6 +25,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from issuer import clock
 from issuer.sdk.verifier import CapabilityVerifier
+from issuer.sdk.verifier._revocation import FEED_TYP
 
 AUDIENCE = "https://tickets.example"
 
@@ -53,10 +54,13 @@ class FakeIssuer:
         self.down = False
         self.feed_down = False
         self.metadata_overrides: dict[str, Any] = {}
-        self.feed: dict[str, Any] = {"jtis": [], "subjects": []}
-        self.feed_body: Any = None  #: when set, served instead of the feed (malformed feeds)
+        self.feed: dict[str, Any] = {"jtis": [], "subjects": [], "clients": []}
+        self.feed_version = 0
+        self.feed_body: Any = None  #: when set, signed and served instead of the feed (malformed feeds)
+        self.feed_raw: bytes | None = None  #: when set, served as it is (unsigned or forged feeds)
         self.ec_kid = self.add_key("ES256")
         self.ed_kid = self.add_key("EdDSA")
+        self.feed_kid = self.ec_kid
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -113,10 +117,29 @@ class FakeIssuer:
     # -- the feed ---------------------------------------------------------------------
     def revoke_jti(self, jti: str, exp: int) -> None:
         self.feed["jtis"].append({"jti": jti, "exp": exp})
+        self.feed_version += 1
 
     def revoke_subject(self, sub: str, revoked_before: int) -> None:
         digest = b64(hashlib.sha256(sub.encode()).digest())
         self.feed["subjects"].append({"sub_sha256": digest, "revoked_before": revoked_before})
+        self.feed_version += 1
+
+    def revoke_client(self, client_id: str, revoked_before: int) -> None:
+        self.feed.setdefault("clients", []).append({"client_id": client_id, "revoked_before": revoked_before})
+        self.feed_version += 1
+
+    def feed_document(self, payload: Any = None, *, kid: str | None = None, typ: str = FEED_TYP,
+                      **overrides: Any) -> bytes:
+        """The feed as the issuer signs it: the current entries, or ``payload``, with ``overrides``."""
+        if payload is None:
+            payload = {"iss": self.url, "iat": int(clock.now()), "issued_at": clock.now(),
+                       "version": self.feed_version, **self.feed}
+        if isinstance(payload, dict):
+            payload = {**payload, **overrides}
+        kid = kid or self.feed_kid
+        alg, key = self.keys[kid]
+        return jwt.api_jws.encode(json.dumps(payload).encode(), key, algorithm=alg,
+                                  headers={"kid": kid, "typ": typ}).encode()
 
     def wait_for_feed_requests(self, n: int, timeout: float = 10.0) -> bool:
         with self.feed_requested:
@@ -140,8 +163,14 @@ class FakeIssuer:
                     self._send(200, fake.jwks())
                 elif path == "/revocations":
                     fake.queries.append(parse_qs(parts.query))
-                    body = fake.feed_body if fake.feed_body is not None else {"issued_at": clock.now(), **fake.feed}
-                    self._send(200, body)
+                    if fake.feed_raw is not None:
+                        self._send_raw(fake.feed_raw)
+                    elif fake.feed_body is not None:
+                        self._send_raw(fake.feed_document({"iss": fake.url, "iat": int(clock.now()), "version": 0,
+                                                           **fake.feed_body}
+                                                          if isinstance(fake.feed_body, dict) else fake.feed_body))
+                    else:
+                        self._send_raw(fake.feed_document())
                     with fake.feed_requested:
                         fake.feed_requested.notify_all()
                 elif path == "/redirect":
@@ -151,6 +180,13 @@ class FakeIssuer:
                     self.end_headers()
                 else:
                     self._send(404, {"error": "not found"})
+
+            def _send_raw(self, data: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/jwt")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _send(self, status: int, body: Any) -> None:
                 data = json.dumps(body).encode()

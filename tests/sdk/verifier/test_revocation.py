@@ -1,7 +1,9 @@
-"""The revocation feed: revoked jtis and subjects, incremental polls, staleness, the poller thread."""
+"""The revocation feed: revoked jtis, subjects and clients, incremental polls, staleness, the poller thread,
+and the feed's signature, issuer, version and freshness (forged, replayed and frozen feeds)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -9,7 +11,7 @@ from freezegun import freeze_time
 
 from issuer import clock
 from issuer.sdk.verifier import CapabilityVerifier, IssuerUnavailable, Revoked
-from tests.sdk.verifier.conftest import FakeIssuer
+from tests.sdk.verifier.conftest import FakeIssuer, compact, hs256
 
 START = "2030-01-01T00:00:00Z"
 Make = Callable[..., CapabilityVerifier]
@@ -46,6 +48,89 @@ def test_revoked_subject(fake: FakeIssuer, make_verifier: Make) -> None:
         assert verifier.verify(fake.token()).sub == "alice"  # issued at revoked_before: a new login
 
 
+def test_revoked_client_anywhere_in_the_act_chain(fake: FakeIssuer, make_verifier: Make) -> None:
+    """A compromised MCP server: its own capabilities and the ones chained from them through another client."""
+    verifier = make_verifier(revocation_poll_interval=30)
+    with freeze_time(START) as frozen:
+        now = int(clock.now())
+        direct = fake.token(client_id="mcp-evil", act={"sub": "mcp-evil"})
+        chained = fake.token(client_id="mcp-next", act={"sub": "mcp-next", "act": {"sub": "mcp-evil"}})
+        unrelated = fake.token()
+        fake.revoke_client("mcp-evil", revoked_before=now + 1)
+        verifier.poll_revocations()
+        for token in (direct, chained):
+            with pytest.raises(Revoked):
+                verifier.verify(token)
+        assert verifier.verify(unrelated).client_id == "mcp-helpdesk"
+        frozen.tick(1)
+        assert verifier.verify(fake.token(client_id="mcp-evil", act={"sub": "mcp-evil"})).client_id == "mcp-evil"
+
+
+def _applied(verifier: CapabilityVerifier) -> int:
+    assert verifier._revocations is not None
+    return verifier._revocations.version
+
+
+@pytest.mark.parametrize("attack", ["unsigned", "unknown key", "capability typ", "other issuer", "hmac"])
+def test_forged_feed_is_rejected_and_the_list_kept(fake: FakeIssuer, make_verifier: Make, attack: str) -> None:
+    verifier = make_verifier(revocation_poll_interval=30)
+    cap = verifier.verify(fake.token())
+    fake.revoke_jti(cap.jti, cap.expires_at)
+    verifier.poll_revocations()
+    empty = {"iss": fake.url, "iat": int(clock.now()), "issued_at": clock.now(), "version": 99,
+             "jtis": [], "subjects": [], "clients": []}
+    if attack == "unsigned":  # the JSON the feed once was: anyone in the middle could write it
+        fake.feed_raw = json.dumps(empty).encode()
+    elif attack == "unknown key":
+        kid = fake.add_key("ES256")
+        fake.feed_raw = fake.feed_document(empty, kid=kid)
+        del fake.keys[kid]  # signed by a key the issuer does not publish
+    elif attack == "capability typ":  # a capability passed off as a feed
+        fake.feed_raw = fake.feed_document(empty, typ="at+jwt")
+    elif attack == "other issuer":
+        fake.feed_raw = fake.feed_document(empty, iss="https://evil.example")
+    else:
+        fake.feed_raw = compact({"alg": "HS256", "kid": fake.ec_kid, "typ": "revocation-feed+jwt"}, empty,
+                                hs256(b"guess"))
+    with pytest.raises(IssuerUnavailable, match="rejected"):
+        verifier.poll_revocations()
+    with pytest.raises(Revoked):
+        verifier.verify(fake.token(jti=cap.jti))
+    assert _applied(verifier) == 1
+
+
+def test_rolled_back_feed_is_rejected(fake: FakeIssuer, make_verifier: Make) -> None:
+    """An older signed feed, replayed, would hide every revocation made since."""
+    verifier = make_verifier(revocation_poll_interval=30)
+    old = fake.feed_document()  # version 0: nothing revoked yet
+    cap = verifier.verify(fake.token())
+    fake.revoke_jti(cap.jti, cap.expires_at)
+    verifier.poll_revocations()
+    assert _applied(verifier) == 1
+    fake.feed_raw = old
+    with pytest.raises(IssuerUnavailable, match="older than the applied 1"):
+        verifier.poll_revocations()
+    assert _applied(verifier) == 1
+    with pytest.raises(Revoked):
+        verifier._revocations.check(cap)  # type: ignore[union-attr]
+    fake.feed_raw = None
+    verifier.poll_revocations()  # the same version again is fine
+    assert _applied(verifier) == 1
+
+
+def test_frozen_feed_is_rejected(fake: FakeIssuer, make_verifier: Make) -> None:
+    """The newest feed, replayed forever, would keep a verifier "fresh" while the issuer revokes more."""
+    verifier = make_verifier(revocation_poll_interval=10, timeout=2.0)
+    with freeze_time(START) as frozen:
+        verifier.poll_revocations()
+        fake.feed_raw = fake.feed_document()
+        frozen.tick(10)
+        verifier.poll_revocations()  # still recent
+        frozen.tick(43)  # 53 s: older than 2 * interval + timeout + leeway (22 s + 30 s)
+        with pytest.raises(IssuerUnavailable, match="not recent"):
+            verifier.poll_revocations()
+
+
 def test_incremental_polls_ask_since_issued_at_minus_5(fake: FakeIssuer, make_verifier: Make) -> None:
     verifier = make_verifier(revocation_poll_interval=30)
     with freeze_time(START):
@@ -78,14 +163,14 @@ def test_entries_are_kept_only_while_they_matter(fake: FakeIssuer, make_verifier
         fake.revoke_jti("long", now + 900)
         fake.revoke_subject("alice", now)
         verifier.poll_revocations()
-        assert poller.size == (2, 1)
+        assert poller.size == (2, 1, 0)
         fake.feed = {"jtis": [], "subjects": []}
         frozen.tick(91)  # "short" expired 31 s ago: past exp + leeway
         verifier.poll_revocations()
-        assert poller.size == (1, 1)
+        assert poller.size == (1, 1, 0)
         frozen.tick(3600)
         verifier.poll_revocations()
-        assert poller.size == (0, 0)
+        assert poller.size == (0, 0, 0)
 
 
 def test_expired_feed_entries_are_not_stored(fake: FakeIssuer, make_verifier: Make) -> None:
@@ -93,7 +178,7 @@ def test_expired_feed_entries_are_not_stored(fake: FakeIssuer, make_verifier: Ma
     fake.revoke_jti("old", int(clock.now()) - 3600)
     fake.revoke_subject("alice", int(clock.now()) - 7200)
     verifier.poll_revocations()
-    assert verifier._revocations.size == (0, 0)  # type: ignore[union-attr]
+    assert verifier._revocations.size == (0, 0, 0)  # type: ignore[union-attr]
 
 
 def test_feed_unreachable_at_start_fails_closed(fake: FakeIssuer, make_verifier: Make) -> None:
