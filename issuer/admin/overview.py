@@ -96,7 +96,8 @@ def decision_counts(db: Database, window: Window) -> dict[str, Any]:
                              .where(AuditEvent.time < hi).group_by(AuditEvent.decision))
             counts = dict.fromkeys(DECISIONS, 0)
             for decision, n in rows:
-                counts[str(decision)] = counts.get(str(decision), 0) + int(n)
+                if decision in counts:
+                    counts[decision] += int(n)
             buckets.append({"start": clock.iso(lo), "end": clock.iso(hi), **counts})
         limited = s.execute(select(func.count()).select_from(AuditEvent)
                             .where(AuditEvent.time >= datetime.fromtimestamp(start, UTC))

@@ -339,7 +339,7 @@ class AdminKeyCreated(_Response):
     key: str = Field(description="Shown once: Authorization: Bearer <key>")
 
 
-class Readiness(_Response):
+class Dependencies(_Response):
     database: str
     keys: str
     redis: str
@@ -371,7 +371,7 @@ class Decisions(_Response):
 
 class Overview(_Response):
     time: str
-    readiness: Readiness
+    readiness: Dependencies
     policy_version: int | None
     keys: list[SigningKey]
     rotation: Rotation
@@ -385,7 +385,7 @@ REQUESTS: dict[str, type[BaseModel]] = {m.__name__: m for m in (
     RevokeSubject, RevokeClient, AdminKeyCreate,
 )}
 RESPONSES: dict[str, type[BaseModel]] = {m.__name__: m for m in (
-    ArgumentCheck, Readiness, Rotation, DecisionBucket, Decisions, Overview,
+    ArgumentCheck, Dependencies, Rotation, DecisionBucket, Decisions, Overview,
     Idp, ScopeOut, Tool, Client, ClientCreated, ClientSecret, PolicyApplied, PolicyVersion, PolicyDocument,
     PolicyDiff, PolicyDecision, SigningKey, KeyRotated, AuditEvent, AuditPage, AuditHead, AuditVerification,
     AdminChange, ChangePage, Revoked, LiveCount, AdminKey, AdminKeyCreated,

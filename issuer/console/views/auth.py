@@ -1,0 +1,28 @@
+"""Sign-in with an admin key, and sign-out."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, request, url_for
+from werkzeug.wrappers import Response
+
+from .. import session
+from ..context import render
+
+__all__ = ["register"]
+
+
+def register(bp: Blueprint) -> None:
+    @bp.route("/sign-in", methods=["GET", "POST"])
+    def sign_in() -> Response | tuple[str, int]:
+        if request.method == "GET":
+            ended = "Your session has ended. Sign in again." if request.args.get("ended") else None
+            return render("sign_in.html", notice=ended)
+        if session.sign_in(request.form.get("admin_key", "")[:300]) is None:
+            # One message for every failure: which part of a key was wrong is nobody's business.
+            return render("sign_in.html", 401, error="That admin key is not valid.")
+        return redirect(url_for("console.overview"), 303)
+
+    @bp.post("/sign-out")
+    def sign_out() -> Response:
+        session.sign_out()
+        return redirect(url_for("console.sign_in"), 303)
