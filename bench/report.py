@@ -108,6 +108,13 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                            f"{v['first_over_pyjwt']:.2f}x the time", v["first_over_pyjwt"] <= 1.0, "<= 1.00x"))
         out.append(_target(f"verifier {alg}: seen before, speed-up over PyJWT",
                            f"{v['pyjwt_over_seen']:.2f}x", v["pyjwt_over_seen"] >= 10.0, ">= 10x"))
+    gw = result.get("gateway")
+    if gw is not None and "failed" not in gw:
+        added = gw["tools_call"]["added_p50_ms"]
+        out.append(_target("gateway: tools/call added p50, exchange included", f"{added:.2f} ms", added < 2.0,
+                           "< 2 ms"))
+    elif gw is not None:
+        out.append(_target("gateway: run completed", gw["failed"][:60], False, "no failure"))
     cmp = result.get("comparison")
     if cmp is None:
         out.append(_target("no figure regressed > 15%", "no previous run", None, "vs previous JSON"))

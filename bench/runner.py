@@ -62,10 +62,12 @@ class Knobs:
     quiet_pct: float = 25.0  #: ... for the machine to be less busy than this
     users: int = 10_000
     configs: tuple[str, ...] = ("postgresql+redis", "sqlite+memory")
+    gateway_calls: int = 1000  #: sequential calls per path for the gateway's latency (bench/gateway.py)
+    gateway_seconds: float = 5.0  #: per path, for its calls per second
 
 
 QUICK = Knobs(warmup=1.0, peak_duration=2.0, peak_connections=(8,), levels=(0.5, 0.9), level_duration=2.0,
-              settle=0.5, verifier_n=300, quiet_wait=3.0)
+              settle=0.5, verifier_n=300, quiet_wait=3.0, gateway_calls=200, gateway_seconds=2.0)
 
 
 @dataclass
@@ -278,6 +280,7 @@ def parse_args(argv: list[str] | None) -> tuple[Knobs, argparse.Namespace]:
     ap.add_argument("--config", choices=("all", "postgresql+redis", "sqlite+memory"), default="all")
     ap.add_argument("--no-verifier", action="store_true", help="skip the verifier SDK micro-benchmarks")
     ap.add_argument("--no-load", action="store_true", help="only the verifier SDK micro-benchmarks")
+    ap.add_argument("--no-gateway", action="store_true", help="skip the MCP gateway's added latency")
     ap.add_argument("--procs", type=int, default=None, help="load-generator processes per phase (default 1)")
     ap.add_argument("--strict", action="store_true", help="exit 2 when a target is not met")
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results", help="folder for JSON and PNG")
@@ -311,6 +314,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== verifier SDK micro-benchmarks (N={knobs.verifier_n})", flush=True)
         result["verifier"] = verifier.run_all(knobs.verifier_n)
         print(verifier.format_table(result["verifier"]), flush=True)
+    if not args.no_gateway and not args.no_load:
+        from . import gateway
+
+        _quiet(knobs, "gateway")
+        print("== MCP gateway: tools/call through the gateway against the same call made directly", flush=True)
+        try:
+            result["gateway"] = gateway.run(knobs.gateway_calls, knobs.gateway_seconds)
+            print(gateway.format_table(result["gateway"]), flush=True)
+        except Exception as e:
+            print(f"!! gateway failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            result["gateway"] = {"failed": f"{type(e).__name__}: {e}"}
     if knobs.configs:
         print(f"== scenario: {knobs.users} users, signing one token each", flush=True)
         scen = scenario.Scenario(users=knobs.users)

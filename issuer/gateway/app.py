@@ -124,6 +124,7 @@ class Gateway:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.upstream.aclose()
+                await self.decider.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

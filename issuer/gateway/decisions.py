@@ -19,7 +19,6 @@ Two kinds of exchange, both for the MCP server's tool at the issuer:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import threading
@@ -28,13 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import anyio.to_thread
 import jwt
 
 from .. import clock
 from ..sdk.client import (
-    ClientSecret,
-    ExchangeClient,
     ExchangeError,
     InvalidGrant,
     InvalidScope,
@@ -42,6 +38,7 @@ from ..sdk.client import (
     RateLimited,
 )
 from .config import GatewayConfig
+from .exchange import AsyncExchange
 
 __all__ = [
     "CallRefused",
@@ -215,11 +212,13 @@ class Decider:
 
     def __init__(self, config: GatewayConfig) -> None:
         self._config = config
-        # No cache inside the SDK client: the gateway caches session grants itself, bounded by the list TTL.
-        self._client = ExchangeClient(issuer=config.issuer, client_id=config.client_id,
-                                      credentials=ClientSecret(config.client_secret), timeout=config.issuer_timeout,
-                                      allow_insecure_loopback=True, max_cache_entries=0)
+        # No cache in the client: the gateway caches session grants itself, bounded by the list TTL.
+        self._client = AsyncExchange(issuer=config.issuer, client_id=config.client_id,
+                                     secret=config.client_secret, timeout=config.issuer_timeout)
         self.grants = GrantCache()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
     async def session(self, token: str) -> UserGrant | NoGrant:
         """The user's grant on the MCP server, from the cache or one exchange; raises Unauthenticated/Unavailable."""
@@ -231,8 +230,7 @@ class Decider:
         now = clock.now()
         token_exp = float(claims["exp"])
         try:
-            issued = await anyio.to_thread.run_sync(functools.partial(
-                self._client.exchange, token, tool=self._config.upstream_resource))
+            issued = await self._client.exchange(token, tool=self._config.upstream_resource)
         except InvalidGrant as e:
             raise Unauthenticated(e.description) from None
         except (InvalidTarget, InvalidScope) as e:
@@ -263,9 +261,8 @@ class Decider:
         """A capability bound to this one call, or CallRefused / Unauthenticated / Unavailable."""
         scope, action, arguments = call_target(method, params)
         try:
-            issued = await anyio.to_thread.run_sync(functools.partial(
-                self._client.exchange, token, tool=self._config.upstream_resource, scope=scope,
-                actions=[action], arguments=arguments))
+            issued = await self._client.exchange(token, tool=self._config.upstream_resource, scope=scope,
+                                                 actions=[action], arguments=arguments)
         except InvalidGrant as e:
             raise Unauthenticated(e.description) from None
         except RateLimited as e:
