@@ -100,6 +100,8 @@ class Capability:
     policy_version: int | None
     jti: str
     txn: str | None
+    #: RFC 7638 thumbprint of the key this capability is bound to (``cnf.jkt``); None for a bearer capability
+    dpop_jkt: str | None
     issued_at: int
     expires_at: int
     groups: tuple[str, ...]
@@ -256,10 +258,13 @@ def capability_from_claims(
     scope = claims.get("scope")
     if scope is not None and not isinstance(scope, str):
         raise InvalidToken("claim 'scope' must be a string")
+    dpop_jkt = None
     if "cnf" in claims:
-        # A sender-constrained (DPoP) capability presented as a bearer token: this
-        # verifier does not check proofs, so accepting it would drop the binding.
-        raise InvalidToken("sender-constrained capabilities are not supported by this verifier")
+        cnf = claims["cnf"]
+        dpop_jkt = cnf.get("jkt") if isinstance(cnf, dict) and set(cnf) == {"jkt"} else None
+        if not isinstance(dpop_jkt, str) or not 1 <= len(dpop_jkt) <= _MAX_ID:
+            # A binding this verifier cannot check (another cnf method) must not be silently dropped.
+            raise InvalidToken("claim 'cnf' must be {\"jkt\": <thumbprint>}")
     act = claims.get("act")
     chain = _actor_chain(act)
     pol = claims.get("pol")
@@ -281,6 +286,7 @@ def capability_from_claims(
         policy_version=pol,
         jti=jti,
         txn=txn,
+        dpop_jkt=dpop_jkt,
         issued_at=math.floor(iat),
         expires_at=math.floor(exp),
         groups=groups,

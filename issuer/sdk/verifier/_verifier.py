@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -22,7 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ... import clock
 from ...constraints import ConstraintViolation, evaluate_prepared
+from ...dpop import DPoPError, verify_proof
 from ...tool_invocation import arguments_digest
+from ._bearer import authorization_token
 from ._capability import Capability, capability_from_claims
 from ._discovery import Discovery
 from ._http import check_url, fetch_json
@@ -30,9 +33,11 @@ from ._keys import ALGORITHMS, KeySet, KeySource
 from ._replay import DEFAULT_REPLAY_PREFIX, MemoryReplayCache, RedisLike, RedisReplayCache, ReplayCache
 from ._revocation import FEED_TYP, RevocationPoller
 from .errors import (
+    CapabilityError,
     ConstraintViolated,
     ExpiredToken,
     InsufficientScope,
+    InvalidDPoPProof,
     InvalidToken,
     Replayed,
 )
@@ -45,6 +50,8 @@ log = logging.getLogger("issuer.sdk.verifier")
 MAX_TOKEN_LENGTH = 16 * 1024
 _TYP = "at+jwt"
 _MAX_KID = 256
+#: Seconds a DPoP proof is accepted after its iat (plus the leeway): one request's worth, as at the issuer.
+DPOP_MAX_AGE = 60
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -244,8 +251,86 @@ class CapabilityVerifier:
         Raises :class:`InvalidToken` (or a subclass: :class:`ExpiredToken`,
         :class:`WrongAudience`, :class:`Revoked`) and
         :class:`IssuerUnavailable` when the issuer's keys or revocation list
-        cannot be had.  Authorization is :meth:`authorize`'s job.
+        cannot be had.  Authorization is :meth:`authorize`'s job.  A
+        DPoP-bound capability is refused here (:class:`InvalidDPoPProof`): it
+        is valid only with a proof of its key, which :meth:`verify_request` checks.
         """
+        cap = self._verify(token)
+        if cap.dpop_jkt is not None:
+            raise InvalidDPoPProof("the capability is DPoP-bound: present it with Authorization: DPoP and a proof")
+        return cap
+
+    def verify_request(
+        self,
+        *,
+        authorization: str | Sequence[str] | None,
+        dpop: str | Sequence[str] | None = None,
+        method: str,
+        url: str,
+    ) -> Capability:
+        """Verify the capability of one HTTP request: ``Authorization: Bearer`` or ``Authorization: DPoP``.
+
+        ``authorization`` and ``dpop`` are the request's header values (a list
+        when the framework gives every value of a repeated header); ``method``
+        and ``url`` the request's, as the client addressed it (behind a proxy,
+        the public URL).  A DPoP-bound capability is admitted only with exactly
+        one valid proof (RFC 9449 section 4.3 and 7.1): ``typ``, an allowed
+        asymmetric ``alg``, the signature by the public ``jwk``, ``htm`` and
+        ``htu`` of this request, a recent ``iat``, ``ath`` = the hash of this
+        capability, the key's thumbprint = ``cnf.jkt``, and a ``jti`` seen once
+        (in the replay cache: shared by every process when it is Redis).
+        """
+        values = [authorization] if isinstance(authorization, str) else list(authorization or ())
+        scheme, token = authorization_token(values)
+        try:
+            cap = self._verify(token)
+            if scheme == "dpop":
+                self._check_proof(cap, token, dpop, method=method, url=url)
+            elif cap.dpop_jkt is not None:
+                raise InvalidDPoPProof("the capability is DPoP-bound: present it with Authorization: DPoP and a proof")
+        except CapabilityError as e:
+            if scheme == "dpop" or isinstance(e, InvalidDPoPProof):
+                e.scheme = "DPoP"
+            raise
+        return cap
+
+    def _check_proof(self, cap: Capability, token: str, dpop: str | Sequence[str] | None, *, method: str,
+                     url: str) -> None:
+        if cap.dpop_jkt is None:
+            raise InvalidToken("the capability is not DPoP-bound: present it as Bearer")
+        proofs = [dpop] if isinstance(dpop, str) else list(dpop or ())
+        # Servers join repeated headers with commas; a compact JWS never holds one.
+        if len(proofs) != 1 or "," in proofs[0]:
+            raise InvalidDPoPProof("exactly one DPoP proof header is required")
+        now = clock.now()
+        try:
+            proof = verify_proof(proofs[0].strip(), method=method.upper(), url=url, now=now, max_age=DPOP_MAX_AGE,
+                                 leeway=int(self.leeway), access_token=token)
+        except DPoPError as e:
+            raise InvalidDPoPProof(f"DPoP proof: {e}") from None
+        if not hmac.compare_digest(proof.jkt, cap.dpop_jkt):
+            raise InvalidDPoPProof("DPoP proof: made with another key than the capability is bound to")
+        seen = hashlib.sha256(f"dpop\x00{proof.jkt}\x00{proof.jti}".encode()).hexdigest()
+        if not self._replay.claim(seen, proof.iat + DPOP_MAX_AGE + 2 * self.leeway):
+            raise InvalidDPoPProof("DPoP proof: this proof (jti) was already used")
+
+    def check_request(
+        self,
+        *,
+        authorization: str | Sequence[str] | None,
+        dpop: str | Sequence[str] | None = None,
+        method: str,
+        url: str,
+        scope: str | None = None,
+        action: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Capability:
+        """:meth:`verify_request` then :meth:`authorize`, in one call; return the capability."""
+        cap = self.verify_request(authorization=authorization, dpop=dpop, method=method, url=url)
+        self.authorize(cap, scope=scope, action=action, arguments=arguments)
+        return cap
+
+    def _verify(self, token: str) -> Capability:
         if self._closed:
             raise RuntimeError("the verifier is closed")
         if not isinstance(token, str) or not token:

@@ -18,7 +18,9 @@
             return JSONResponse(e.to_dict(), status_code=e.status_code, headers=e.headers())
 
 For HTTP and WebSocket connections the middleware reads the
-``Authorization: Bearer`` header (never the query string), verifies the
+``Authorization`` header (never the query string): ``Bearer``, or ``DPoP``
+with the request's ``DPoP`` proof for a sender-constrained capability, whose
+``htu`` is checked against :func:`request_url`; it verifies the
 capability in a worker thread (a key fetch must not block the event loop),
 checks ``scope`` and ``action`` when given, and stores the capability in
 ``scope["state"]["capability"]`` - Starlette's ``request.state.capability``.
@@ -39,12 +41,11 @@ from typing import Any
 
 import anyio.to_thread
 
-from ._bearer import bearer_token
 from ._capability import Capability
 from ._verifier import CapabilityVerifier
 from .errors import CapabilityError
 
-__all__ = ["CapabilityMiddleware"]
+__all__ = ["CapabilityMiddleware", "request_url"]
 
 log = logging.getLogger("issuer.sdk.verifier")
 
@@ -53,6 +54,19 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def request_url(scope: Scope) -> str:
+    """The URL the client addressed (RFC 9449 ``htu``): scheme, Host header, root path and path, no query.
+
+    Behind a proxy, run the server with its proxy-headers option so ``scheme``
+    and the Host header are the public ones."""
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"host"), None)
+    if not host:
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+    scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+    return f"{scheme}://{host}{scope.get('root_path', '')}{scope.get('path', '/')}"
 
 
 class CapabilityMiddleware:
@@ -70,10 +84,11 @@ class CapabilityMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
+        headers = scope.get("headers", ())
+        authorization = [v.decode("latin-1") for k, v in headers if k.lower() == b"authorization"]
+        dpop = [v.decode("latin-1") for k, v in headers if k.lower() == b"dpop"]
         try:
-            token = bearer_token(values)
-            cap = await anyio.to_thread.run_sync(self._check, token)
+            cap = await anyio.to_thread.run_sync(self._check, authorization, dpop, scope)
         except CapabilityError as e:
             log.info("capability refused on %s: %s", scope.get("path", ""), e.description)
             await self._refuse(scope, send, e)
@@ -82,8 +97,10 @@ class CapabilityMiddleware:
         scope["state"] = {**scope.get("state", {}), "capability": cap}
         await self.app(scope, receive, send)
 
-    def _check(self, token: str) -> Capability:
-        cap = self.verifier.verify(token)
+    def _check(self, authorization: list[str], dpop: list[str], scope: Scope) -> Capability:
+        method = "GET" if scope["type"] == "websocket" else scope.get("method", "GET")
+        cap = self.verifier.verify_request(authorization=authorization, dpop=dpop, method=method,
+                                           url=request_url(scope))
         self.verifier._authorize_grant(cap, scope=self.required_scope, action=self.action)
         return cap
 

@@ -10,7 +10,9 @@ https://www.rfc-editor.org/rfc/rfc6750#section-3
     │   ├── ExpiredToken                 401  past exp (+ leeway)
     │   ├── WrongAudience                401  issued for another tool
     │   ├── Revoked                      401  listed by the issuer's revocation feed
-    │   └── Replayed                     401  a call-bound capability presented a second time
+    │   ├── Replayed                     401  a call-bound capability presented a second time
+    │   └── InvalidDPoPProof             401  error="invalid_dpop_proof" (RFC 9449 section 7.1): a
+    │                                         DPoP-bound capability without a valid proof of its key
     ├── InsufficientScope                403  error="insufficient_scope", scope="..."
     │                                         (a scope not granted, or an action not covered)
     ├── ConstraintViolated               403  error="insufficient_scope": arguments outside the
@@ -34,6 +36,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from ...constraints import ConstraintViolation
+from ...dpop import ALGORITHMS as DPOP_ALGORITHMS
 
 __all__ = [
     "CapabilityError",
@@ -41,6 +44,7 @@ __all__ = [
     "ConstraintViolation",
     "ExpiredToken",
     "InsufficientScope",
+    "InvalidDPoPProof",
     "InvalidToken",
     "IssuerUnavailable",
     "MissingToken",
@@ -73,13 +77,20 @@ class CapabilityError(Exception):
     error: ClassVar[str] = "invalid_token"
     default_description: ClassVar[str] = "the capability was refused"
 
+    #: the scheme of the answer's challenge: ``DPoP`` when the request used it or the capability is bound
+    scheme: str = "Bearer"
+
     def __init__(self, description: str | None = None) -> None:
         self.description = _header_safe(description or self.default_description)
         super().__init__(self.description)
 
     def www_authenticate(self) -> str:
         """The ``WWW-Authenticate`` header value, e.g. ``Bearer error="invalid_token", error_description="..."``."""
-        return f'Bearer error="{self.error}", error_description="{self.description}"'
+        return f'{self.scheme} error="{self.error}", error_description="{self.description}"{self._algs()}'
+
+    def _algs(self) -> str:
+        # RFC 9449 section 7.1: a DPoP challenge names the proof algorithms the resource accepts.
+        return f', algs="{" ".join(DPOP_ALGORITHMS)}"' if self.scheme == "DPoP" else ""
 
     def to_dict(self) -> dict[str, str]:
         """The JSON body integrations answer with: ``{"error": ..., "error_description": ...}``."""
@@ -121,6 +132,14 @@ class Replayed(InvalidToken):
     default_description = "the call-bound capability has already been used"
 
 
+class InvalidDPoPProof(InvalidToken):
+    """A DPoP-bound capability without a valid proof made with its key for this request (RFC 9449)."""
+
+    error = "invalid_dpop_proof"
+    scheme = "DPoP"
+    default_description = "a valid DPoP proof is required"
+
+
 class InsufficientScope(CapabilityError):
     """A scope is not granted, or an action is not covered (403 ``insufficient_scope``).
 
@@ -144,7 +163,7 @@ class InsufficientScope(CapabilityError):
 
     def www_authenticate(self) -> str:
         if self.scope is not None:
-            return f'Bearer error="{self.error}", scope="{_scope_safe(self.scope)}"'
+            return f'{self.scheme} error="{self.error}", scope="{_scope_safe(self.scope)}"{self._algs()}'
         return super().www_authenticate()
 
 

@@ -43,7 +43,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from flask import Response, g, request
 
-from ._bearer import bearer_token
 from ._verifier import CapabilityVerifier
 from .errors import CapabilityError
 
@@ -77,8 +76,9 @@ class CapabilityProtect:
             @functools.wraps(view)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
                 try:
-                    token = bearer_token(request.headers.getlist("Authorization"))
-                    cap = verifier.verify(token)
+                    cap = verifier.verify_request(
+                        authorization=request.headers.getlist("Authorization"),
+                        dpop=request.headers.getlist("DPoP"), method=request.method, url=request.url)
                     verifier.authorize(cap, scope=scope, action=action,
                                        arguments=arguments() if arguments is not None else None)
                     g.capability = cap

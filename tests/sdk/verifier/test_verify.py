@@ -233,7 +233,7 @@ def test_missing_required_claim_refused(fake: FakeIssuer, verifier: CapabilityVe
     ("jti", ""), ("jti", 5), ("jti", "j" * 300), ("sub", ["alice"]), ("client_id", ""),
     ("exp", "soon"), ("exp", True), ("iat", None), ("scope", ["tickets:read"]), ("pol", "7"), ("pol", True),
     ("act", {"client": "x"}), ("act", "mcp"), ("groups", "support"), ("txn", 5),
-    ("cnf", {"jkt": "abc"}),
+    ("cnf", {"x5t#S256": "abc"}), ("cnf", "abc"), ("cnf", {"jkt": 5}), ("cnf", {"jkt": "a", "x5t#S256": "b"}),
 ])
 def test_malformed_claims_refused(fake: FakeIssuer, verifier: CapabilityVerifier, claim: str, value: Any) -> None:
     refused(verifier, fake.token(**{claim: value}))
