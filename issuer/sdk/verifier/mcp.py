@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -46,7 +46,10 @@ from ._capability import Capability, thaw
 from ._verifier import CapabilityVerifier
 from .errors import CapabilityError, MissingToken
 
-__all__ = ["CapabilityAccessToken", "CapabilityTokenVerifier", "current_capability"]
+if TYPE_CHECKING:
+    from ..client import ExchangeClient, IssuedCapability
+
+__all__ = ["CapabilityAccessToken", "CapabilityTokenVerifier", "current_capability", "exchange_upstream"]
 
 log = logging.getLogger("issuer.sdk.verifier")
 
@@ -123,6 +126,39 @@ class CapabilityTokenVerifier:
         except CapabilityError as e:
             raise ToolError(f"{e.error}: {e.description}") from e
         return cap
+
+
+# ----------------------------------------------------------------------------- calling upstream as the same user
+
+
+async def exchange_upstream(
+    client: ExchangeClient,
+    *,
+    tool: str | None = None,
+    audience: str | None = None,
+    scope: str | Sequence[str] | None = None,
+    actions: Sequence[str] | None = None,
+    arguments: Mapping[str, Any] | None = None,
+) -> IssuedCapability:
+    """Exchange the capability this request arrived with for one addressed to an upstream tool, in one call.
+
+    The incoming token (from the SDK's request context) is the subject token,
+    so the upstream capability names the same user, this server as actor and
+    nests whoever called it (the gateway); this server must be registered at
+    the issuer with ``--may-chain``. A refusal raises ``ToolError`` naming the
+    issuer's answer, never carrying a token.
+    """
+    from ..client import ExchangeError
+
+    access = get_access_token()
+    if access is None:
+        raise ToolError("no authenticated request to act for")
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(
+            client.exchange, access.token, tool=tool, audience=audience, scope=scope, actions=actions,
+            arguments=arguments))
+    except ExchangeError as e:
+        raise ToolError(f"refused by the issuer: {e}") from None
 
 
 if TYPE_CHECKING:  # mypy proves the class satisfies the SDK's protocol
