@@ -81,3 +81,6 @@ def auditor(live_sqlite: LiveIssuer, auditor_key: str) -> Console:
     console = Console(live_sqlite.app.test_client(), auditor_key)
     console.sign_in()
     return console
+
+
+from tests.console.browser import chromium, screenshots  # noqa: E402, F401  (fixtures for test_browser.py)

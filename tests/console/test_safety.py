@@ -205,7 +205,7 @@ def test_an_auditor_sees_every_page_but_no_form_that_changes_anything(auditor: C
         resp = auditor.get(path)
         assert resp.status_code == 200, path
         actions = re.findall(r"<form[^>]*method=\"post\"[^>]*action=\"([^\"]+)\"", resp.get_data(as_text=True))
-        assert all(a in read_only for a in actions), (path, actions)
+        assert all(a.split("#")[0] in read_only for a in actions), (path, actions)
 
 
 @pytest.mark.parametrize(("path", "data"), [

@@ -76,9 +76,9 @@ def register(bp: Blueprint) -> None:
         try:
             version = service().apply_policy(document, source="console")
         except PolicyError as e:
-            return _page(400, error=describe(e), draft=document, lines=_numbered(document, e.errors))
+            return _page(400, apply_error=describe(e), draft=document, lines=_numbered(document, e.errors))
         except ConfigurationError as e:
-            return _page(400, error=describe(e), draft=document)
+            return _page(400, apply_error=describe(e), draft=document)
         return redirect(url_for("console.policy", applied=str(version)), 303)
 
     @bp.get("/policy/versions/<int:version>")
