@@ -68,8 +68,17 @@ def test_the_demo_plays_every_expected_outcome() -> None:
     assert "audit:     denied (invalid_scope) by rule home-files" in injected
     assert "EUR 7,250" not in out  # bob's salary never reached anyone
 
-    step4 = out.split("\n4. ", 1)[1].split("Audit trail", 1)[0]
+    step4 = out.split("\n4. ", 1)[1].split("\n5. ", 1)[0]
     assert "HTTP 403 insufficient_scope: arguments not admitted: path prefix" in step4
+
+    step5 = out.split("\n5. ", 1)[1].split("Audit trail", 1)[0]
+    assert "alice's client asks for the tool list\n     answer:    list_tickets, read_file\n" in step5
+    assert "server:    ran list_tickets for dev-idp:alice, acting: mcp-gateway" in step5
+    assert "JSON-RPC error -32001: argument path is outside its constraint (reason argument_refused)" in step5
+    assert "mallory's client asks for the tool list\n     answer:    (no tools)\n" in step5
+    assert "JSON-RPC error -32001: list_tickets is not permitted for this user (reason not_permitted)" in step5
+    assert "HTTP 401, WWW-Authenticate: Bearer resource_metadata=" in step5
+    assert "the MCP server served only dev-idp:alice and never received a user's own token" in step5
 
     assert [r[:7] for r in audit_rows(out)] == [
         ["granted", "granted", "dev-idp:alice", "mcp-helpdesk", "tickets", "tickets:read", "v1"],
@@ -77,10 +86,15 @@ def test_the_demo_plays_every_expected_outcome() -> None:
         ["granted", "granted", "dev-idp:alice", "mcp-helpdesk", "files", "files:read", "v1"],
         ["denied", "invalid_scope", "dev-idp:alice", "mcp-helpdesk", "files", "files:read", "v1"],
         ["granted", "granted", "dev-idp:alice", "mcp-helpdesk", "files", "files:read", "v1"],
+        ["granted", "granted", "dev-idp:alice", "mcp-gateway", "helpdesk-tools", "mcp:connect", "tool:list_tickets"],
+        ["granted", "granted", "dev-idp:alice", "mcp-gateway", "helpdesk-tools", "tool:list_tickets", "v1"],
+        ["denied", "invalid_scope", "dev-idp:alice", "mcp-gateway", "helpdesk-tools", "tool:read_file", "v1"],
+        ["granted", "granted", "dev-idp:mallory", "mcp-gateway", "helpdesk-tools", "mcp:connect", "v1"],
+        ["denied", "scope_not_entitled", "dev-idp:mallory", "mcp-gateway", "helpdesk-tools", "tool:list_tickets", "v1"],
     ]
-    assert "`issuer audit verify`: 5 records, every row tag intact" in out
+    assert "`issuer audit verify`: 10 records, every row tag intact" in out
     assert "UNEXPECTED" not in out
-    assert out.rstrip().endswith("RESULT: all 6 expected outcomes happened.")
+    assert out.rstrip().endswith("RESULT: all 13 expected outcomes happened.")
 
 
 def test_a_demo_whose_outcome_does_not_happen_exits_non_zero(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +110,7 @@ def test_a_demo_whose_outcome_does_not_happen_exits_non_zero(monkeypatch: pytest
     assert "answer:    /home/alice/../bob/salary.txt: bob: EUR 7,250 a month (confidential)" in injected
     assert "UNEXPECTED expected: refused by the issuer (invalid_scope)" in injected
     assert out.count("UNEXPECTED") == 3  # the injected read, the session capability, the audit trail
-    assert "RESULT: FAILED: 3 of 6 outcomes were not as expected:" in out
+    assert "RESULT: FAILED: 3 of 13 outcomes were not as expected:" in out
     assert "  - step 3: expected refused by the issuer (invalid_scope): the path leaves /home/alice/" in out
     # The trail records what happened: the escape was granted.
     assert ["granted", "granted", "dev-idp:alice", "mcp-helpdesk", "files", "files:read", "v1", "home-files",

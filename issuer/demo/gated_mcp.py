@@ -29,12 +29,10 @@ from starlette.applications import Starlette
 
 from ..sdk.verifier import CapabilityVerifier
 from ..sdk.verifier.mcp import CapabilityTokenVerifier
-from .world import FILES, TICKETS
+from .world import FILES, GATED_RESOURCE, TICKETS
 
 __all__ = ["GATED_PATH", "GATED_RESOURCE", "GatedHelpdesk", "SeenCall"]
 
-#: The MCP server's resource URI, registered at the issuer as a tool whose actions are its MCP tool names.
-GATED_RESOURCE: Final = "https://helpdesk-tools.demo.example"
 GATED_PATH: Final = "/mcp"
 
 

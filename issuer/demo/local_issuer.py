@@ -12,7 +12,7 @@ by the real app on a real socket.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..app import create_app
 from ..audit import query_audit
@@ -25,9 +25,20 @@ from ..registry import ScopeSpec, add_client, add_idp, add_tool, apply_policy
 from ..settings import Settings
 from .dev_idp import DevIdentityProvider
 from .servers import BackgroundWsgi
-from .world import CLIENT_ID, FILES_RESOURCE, IDP_NAME, MCP_RESOURCE, TICKETS_RESOURCE
+from .world import (
+    CLIENT_ID,
+    FILES_RESOURCE,
+    GATED_RESOURCE,
+    GATED_TOOL,
+    GATEWAY_CLIENT_ID,
+    GATEWAY_RESOURCE,
+    GATEWAY_RULES,
+    IDP_NAME,
+    MCP_RESOURCE,
+    TICKETS_RESOURCE,
+)
 
-__all__ = ["LocalIssuer", "register_world"]
+__all__ = ["LocalIssuer", "Registered", "register_world"]
 
 
 class LocalIssuer:
@@ -73,10 +84,17 @@ class LocalIssuer:
             self.db.dispose()
 
 
-def register_world(issuer: LocalIssuer, idp: DevIdentityProvider, policy: str) -> tuple[str, int]:
-    """Trust the dev IdP, register both tools and the MCP server, apply ``policy``.
+class Registered(NamedTuple):
+    secret: str  #: the helpdesk MCP server's client secret
+    gateway_secret: str  #: the gateway's client secret
+    policy_version: int
 
-    Returns the MCP server's client secret and the policy version.
+
+def register_world(issuer: LocalIssuer, idp: DevIdentityProvider, policy: str) -> Registered:
+    """Trust the dev IdP, register both tools, the MCP server, the gateway and what it guards; apply ``policy``.
+
+    The gateway's rules (``GATEWAY_RULES``) are appended to ``policy``: one
+    policy document decides both paths.
     """
     assert issuer.db is not None
     db = issuer.db
@@ -88,6 +106,11 @@ def register_world(issuer: LocalIssuer, idp: DevIdentityProvider, policy: str) -
              scopes=[ScopeSpec("files:read", actions=("read",))])
     _, secret = add_client(db, client_id=CLIENT_ID, resource_uri=MCP_RESOURCE, tools=("tickets", "files"),
                            pepper=issuer.pepper, name="helpdesk MCP server")
-    assert secret is not None
-    version = apply_policy(db, policy, source="issuer/demo/world.py", created_by="issuer demo")
-    return secret, version
+    add_tool(db, name=GATED_TOOL, resource_uri=GATED_RESOURCE, description="the helpdesk MCP server behind the gateway",
+             scopes=[ScopeSpec("mcp:connect")] + [ScopeSpec(f"tool:{t}", actions=(t,))
+                                                  for t in ("list_tickets", "read_file", "delete_ticket")])
+    _, gateway_secret = add_client(db, client_id=GATEWAY_CLIENT_ID, resource_uri=GATEWAY_RESOURCE, tools=(GATED_TOOL,),
+                                   pepper=issuer.pepper, name="MCP gateway")
+    assert secret is not None and gateway_secret is not None
+    version = apply_policy(db, policy + GATEWAY_RULES, source="issuer/demo/world.py", created_by="issuer demo")
+    return Registered(secret, gateway_secret, version)

@@ -24,7 +24,7 @@ import mcp_types
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-__all__ = ["Conversation", "ToolAnswer", "ToolCall", "conversation", "plan"]
+__all__ = ["Conversation", "ToolAnswer", "ToolCall", "conversation", "mcp_session", "plan"]
 
 # An explicit call, wherever it appears: `read_file("/x")`, `list_tickets(project="hr")`.
 _EXPLICIT: Final = re.compile(r'\b(read_file|list_tickets)\((?:\w+=)?"([^"]*)"\)')
@@ -85,11 +85,18 @@ class Conversation:
 
 
 @asynccontextmanager
-async def conversation(mcp_url: str, user_token: str) -> AsyncIterator[Conversation]:
+async def mcp_session(mcp_url: str, user_token: str) -> AsyncIterator[ClientSession]:
+    """An initialized MCP session over Streamable HTTP, the user's token as the bearer."""
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx2.AsyncClient(
             headers={"Authorization": f"Bearer {user_token}"}, timeout=20, trust_env=False))
         read, write = await stack.enter_async_context(streamable_http_client(mcp_url, http_client=http))
         session = await stack.enter_async_context(ClientSession(read, write))
         await session.initialize()
+        yield session
+
+
+@asynccontextmanager
+async def conversation(mcp_url: str, user_token: str) -> AsyncIterator[Conversation]:
+    async with mcp_session(mcp_url, user_token) as session:
         yield Conversation(session)

@@ -12,6 +12,8 @@ Three conversations through the MCP server and one direct request:
    the ``prefix`` constraint that policy fills from alice's own identity.
 4. The same escape with a session capability (no call binding), straight to
    the files API: the verifier SDK refuses it there too.
+5. The same story through the MCP gateway (:mod:`.gateway_story`), in front
+   of an MCP server that accepts capabilities and exchanges nothing itself.
 
 Then the audit trail of the run, and its verification. ``play`` returns the
 exit code: 0 only when every expected outcome happened. Its ``policy``
@@ -37,13 +39,14 @@ import httpx
 from ..models import AuditEvent
 from ..sdk.client import ClientSecret, ExchangeClient, ExchangeError
 from .dev_idp import BANNER, DevIdentityProvider
+from .gateway_story import GatewayStage, play_gateway, start_gateway
 from .local_issuer import LocalIssuer, register_world
 from .mcp_server import MCP_PATH, build_mcp_app
 from .model import ToolAnswer, ToolCall, conversation, plan
 from .servers import BackgroundAsgi, BackgroundWsgi
 from .transcript import Transcript
 from .upstream import SeenRequest, UpstreamApi
-from .world import CLIENT_ID, DEMO_POLICY, FILES_RESOURCE, IDP_NAME, MCP_RESOURCE, USERS, DemoUser
+from .world import CLIENT_ID, DEMO_POLICY, FILES_RESOURCE, GATEWAY_CLIENT_ID, IDP_NAME, MCP_RESOURCE, USERS, DemoUser
 
 __all__ = ["play"]
 
@@ -84,6 +87,7 @@ class Stage:
     mcp_url: str
     client_secret: str
     policy_version: int
+    gateway: GatewayStage
 
     def audit_head(self) -> int:
         rows = self.issuer.audit_rows()
@@ -103,8 +107,11 @@ def play(echo: Callable[[str], None], *, policy: str = DEMO_POLICY) -> int:
         t.service("tickets+files API", stage.upstream_url,
                   "protected by the verifier SDK (the issuer's JWKS over HTTP)")
         t.service("MCP server", stage.mcp_url, f"official mcp SDK, Streamable HTTP; client {CLIENT_ID} at the issuer")
+        t.service("MCP gateway", stage.gateway.gateway_url, f"issuer gateway; client {GATEWAY_CLIENT_ID} at the issuer")
+        t.service("gated MCP server", stage.gateway.mcp_url, "official mcp SDK; accepts capabilities only")
         asyncio.run(_conversations(stage, t))
         _defence_in_depth(stage, t)
+        play_gateway(stage.gateway, t, "5")
         _audit_trail(stage, t)
     return t.finish()
 
@@ -136,7 +143,7 @@ def _start(stack: ExitStack, policy: str) -> Stage:
     stack.callback(idp.close)
     issuer = LocalIssuer(workdir)
     stack.callback(issuer.close)
-    secret, version = register_world(issuer, idp, policy)
+    secret, gateway_secret, version = register_world(issuer, idp, policy)
     upstream = UpstreamApi(issuer.url)
     stack.callback(upstream.close)
     upstream_server = BackgroundWsgi().start(upstream.app)
@@ -145,7 +152,9 @@ def _start(stack: ExitStack, policy: str) -> Stage:
                             client_secret=secret, idp_issuer=idp.issuer)
     mcp_server = BackgroundAsgi(mcp_app)
     stack.callback(mcp_server.close)
-    return Stage(workdir, idp, issuer, upstream, upstream_server.url, mcp_server.url + MCP_PATH, secret, version)
+    gateway = start_gateway(stack, idp, issuer, gateway_secret)
+    return Stage(workdir, idp, issuer, upstream, upstream_server.url, mcp_server.url + MCP_PATH, secret, version,
+                 gateway)
 
 
 # ----------------------------------------------------------------------------- conversations
@@ -299,8 +308,8 @@ def _audit_trail(stage: Stage, t: Transcript) -> None:
            f"{'every row tag intact' if result.ok else 'FAILED: ' + str(result.problem)}")
     decisions = [r.decision for r in rows]
     granted, denied = decisions.count("granted"), decisions.count("denied")
-    t.outcome(result.ok and result.rows == len(rows) and (granted, denied) == (3, 2),
-              "5 audit records, 3 granted and 2 denied, all verified",
+    t.outcome(result.ok and result.rows == len(rows) and (granted, denied) == (6, 4),
+              "10 audit records, 6 granted and 4 denied, all verified",
               f"{granted} granted and {denied} denied, verification {'ok' if result.ok else result.problem}")
 
 

@@ -14,6 +14,11 @@ __all__ = [
     "DEMO_POLICY",
     "FILES",
     "FILES_RESOURCE",
+    "GATED_RESOURCE",
+    "GATED_TOOL",
+    "GATEWAY_CLIENT_ID",
+    "GATEWAY_RESOURCE",
+    "GATEWAY_RULES",
     "IDP_NAME",
     "MCP_RESOURCE",
     "TICKETS",
@@ -29,6 +34,12 @@ TICKETS_RESOURCE: Final = "https://tickets.demo.example"
 FILES_RESOURCE: Final = "https://files.demo.example"
 #: The MCP server's client registration at the issuer.
 CLIENT_ID: Final = "mcp-helpdesk"
+#: The gateway's resource URI (the `aud` of users' tokens for it) and its client registration at the issuer.
+GATEWAY_RESOURCE: Final = "https://helpdesk-gateway.demo.example/mcp"
+GATEWAY_CLIENT_ID: Final = "mcp-gateway"
+#: The MCP server behind the gateway, registered as a tool whose actions are its MCP tool names.
+GATED_TOOL: Final = "helpdesk-tools"
+GATED_RESOURCE: Final = "https://helpdesk-tools.demo.example"
 #: The development identity provider's registered name, also the namespace of its subjects.
 IDP_NAME: Final = "dev-idp"
 
@@ -104,6 +115,36 @@ rules:
     tool: files
     scopes: [files:read]
     actions: [read]
+    constraints:
+      path: {{prefix: "/home/${{sub}}/"}}
+"""
+
+# The same entitlements through the gateway: one scope per MCP tool (tool:NAME, action NAME), and
+# mcp:connect, which lets a user open a session and see nothing. Appended to the policy the demo applies.
+GATEWAY_RULES: Final = f"""\
+  - id: gateway-connect
+    description: helpdesk users may open an MCP session through the gateway (and see only what they may use)
+    idp: {IDP_NAME}
+    groups: [support, contractor]
+    clients: [{GATEWAY_CLIENT_ID}]
+    tool: {GATED_TOOL}
+    scopes: [mcp:connect]
+  - id: gateway-tickets
+    description: support staff list the tickets of their own projects, through the gateway
+    idp: {IDP_NAME}
+    groups: [support]
+    clients: [{GATEWAY_CLIENT_ID}]
+    tool: {GATED_TOOL}
+    scopes: [tool:list_tickets]
+    constraints:
+      project: {{in: ["${{claims.projects}}"]}}
+  - id: gateway-home-files
+    description: support staff read files in their own home directory only, through the gateway
+    idp: {IDP_NAME}
+    groups: [support]
+    clients: [{GATEWAY_CLIENT_ID}]
+    tool: {GATED_TOOL}
+    scopes: [tool:read_file]
     constraints:
       path: {{prefix: "/home/${{sub}}/"}}
 """
