@@ -39,6 +39,7 @@ or a secret.
 from ._capability import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, IssuedCapability
 from ._client import ExchangeClient
 from ._credentials import ClientSecret, PrivateKeyJwt
+from ._dpop import DPoPKey
 from ._errors import (
     DiscoveryError,
     ExchangeError,
@@ -57,6 +58,7 @@ __all__ = [
     "ACCESS_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
     "ClientSecret",
+    "DPoPKey",
     "DiscoveryError",
     "ExchangeClient",
     "ExchangeError",

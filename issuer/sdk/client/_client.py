@@ -23,6 +23,7 @@ from issuer.tool_invocation import TOOL_INVOCATION, canonical_arguments
 from ._cache import CacheKey, CapabilityCache, token_digest
 from ._capability import ACCESS_TOKEN_TYPE, IssuedCapability
 from ._credentials import ClientSecret, PrivateKeyJwt
+from ._dpop import DPoPKey
 from ._errors import (
     ERRORS_BY_CODE,
     DiscoveryError,
@@ -62,6 +63,13 @@ class ExchangeClient:
         ``0`` disables the cache.
     :param ssl_context: TLS settings for the issuer (a private CA, say);
         the system's defaults otherwise.
+    :param dpop: sender-constrain every capability (RFC 9449): ``True`` makes
+        a fresh ES256 key for this client (one per process), or pass a
+        :class:`DPoPKey`. Each exchange then carries a proof, server nonces are
+        followed, and capabilities come back as ``token_type`` ``DPoP``, bound
+        to the key: a copy stolen from a log is useless without it.
+        :class:`~issuer.sdk.client.httpx_auth.CapabilityAuth` sends them with a
+        fresh proof per request.
     """
 
     def __init__(
@@ -75,6 +83,7 @@ class ExchangeClient:
         allow_insecure_loopback: bool = False,
         max_cache_entries: int = 10_000,
         ssl_context: ssl.SSLContext | None = None,
+        dpop: DPoPKey | bool = False,
     ) -> None:
         if not isinstance(issuer, str) or not issuer:
             raise ValueError("issuer must be the issuer's URL, e.g. https://issuer.example")
@@ -104,6 +113,9 @@ class ExchangeClient:
         self._cache = CapabilityCache(max_cache_entries)
         self._token_endpoint: str | None = None
         self._discovery_lock = threading.Lock()
+        if not isinstance(dpop, DPoPKey | bool):
+            raise TypeError("dpop must be True, False or a DPoPKey")
+        self._dpop = DPoPKey() if dpop is True else (dpop or None)
 
     def __repr__(self) -> str:
         return (f"ExchangeClient(issuer={self._issuer!r}, client_id={self._client_id!r}, "
@@ -116,6 +128,11 @@ class ExchangeClient:
     @property
     def client_id(self) -> str:
         return self._client_id
+
+    @property
+    def dpop(self) -> DPoPKey | None:
+        """The key capabilities are bound to, or None for bearer capabilities."""
+        return self._dpop
 
     def exchange(
         self,
@@ -131,6 +148,7 @@ class ExchangeClient:
         actor_token_type: str | None = None,
         subject_token_type: str = ACCESS_TOKEN_TYPE,
         force_refresh: bool = False,
+        txn: str | None = None,
     ) -> IssuedCapability:
         """Exchange ``subject_token`` (the user's token, as received) for a capability for one tool.
 
@@ -141,6 +159,10 @@ class ExchangeClient:
         capability; ``arguments`` bind it to exactly one call (and then it is
         never cached); ``constraints`` and ``arguments`` exclude each other.
         ``actor_token`` and ``actor_token_type`` go together (RFC 8693 section 2.1).
+        ``txn`` names the agent action this call belongs to (the MCP request
+        id, say): the capability carries it, the issuer's audit record stores
+        it, and a capability chained from this one keeps it; such a capability
+        belongs to one action and is not cached.
 
         A cached capability for the same user, tool, scopes, actions and
         constraints is returned while it has more than ``refresh_margin``
@@ -152,7 +174,7 @@ class ExchangeClient:
         """
         prepared = _prepare(subject_token, tool=tool, audience=audience, scope=scope, actions=actions,
                             constraints=constraints, arguments=arguments, actor_token=actor_token,
-                            actor_token_type=actor_token_type, subject_token_type=subject_token_type)
+                            actor_token_type=actor_token_type, subject_token_type=subject_token_type, txn=txn)
         key = prepared.cache_key
         if key is None:
             return self._exchange(prepared)
@@ -192,14 +214,22 @@ class ExchangeClient:
     # -- the request ----------------------------------------------------------------
     def _exchange(self, prepared: _Prepared) -> IssuedCapability:
         endpoint = self._discover()
-        auth_form, auth_headers = self._credentials._authenticate(self._client_id, endpoint)
-        body = urlencode(prepared.form + auth_form).encode("ascii")
-        headers = {"Content-Type": "application/x-www-form-urlencoded", **auth_headers}
-        sent_at = time.time()
-        resp = self._transport.request("POST", endpoint, headers=headers, body=body)
-        if resp.status == 200:
-            return _parse_success(resp, sent_at, prepared)
-        raise _error_from(resp, prepared.sensitive + self._credentials._sensitive())
+        for attempt in range(2):
+            auth_form, auth_headers = self._credentials._authenticate(self._client_id, endpoint)
+            body = urlencode(prepared.form + auth_form).encode("ascii")
+            headers = {"Content-Type": "application/x-www-form-urlencoded", **auth_headers}
+            if self._dpop is not None:
+                headers["DPoP"] = self._dpop.proof("POST", endpoint)
+            sent_at = time.time()
+            resp = self._transport.request("POST", endpoint, headers=headers, body=body)
+            if resp.status == 200:
+                return _parse_success(resp, sent_at, prepared, bound=self._dpop is not None)
+            error = _error_from(resp, prepared.sensitive + self._credentials._sensitive())
+            # RFC 9449 section 8: the issuer wants a nonce; the answer carries it; one retry.
+            fresh = self._dpop is not None and self._dpop.remember_nonce(endpoint, resp.headers.get("DPoP-Nonce"))
+            if not (attempt == 0 and fresh and error.error == "use_dpop_nonce"):
+                raise error
+        raise AssertionError("unreachable")
 
     def _discover(self) -> str:
         with self._discovery_lock:
@@ -264,6 +294,7 @@ def _prepare(
     actor_token: str | None,
     actor_token_type: str | None,
     subject_token_type: str,
+    txn: str | None = None,
 ) -> _Prepared:
     if not isinstance(subject_token, str) or not subject_token:
         raise ValueError("subject_token must be the user's token, a non-empty string")
@@ -323,8 +354,12 @@ def _prepare(
             head["locations"] = [target[1]]
         form.append(("authorization_details", json.dumps([{**head, **detail}], separators=(",", ":"))))
 
+    if txn is not None:
+        if not isinstance(txn, str) or not 1 <= len(txn) <= 100 or not all(0x21 <= ord(c) <= 0x7E for c in txn):
+            raise ValueError("txn must be 1 to 100 printable ASCII characters without spaces")
+        form.append(("txn", txn))
     key: CacheKey | None = None
-    if arguments is None:
+    if arguments is None and txn is None:
         narrowing = {"actions": sorted(detail.get("actions", ())) if "actions" in detail else None,
                      "constraints": detail.get("constraints")}
         key = CacheKey(
@@ -400,7 +435,7 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _parse_success(resp: Response, sent_at: float, prepared: _Prepared) -> IssuedCapability:
+def _parse_success(resp: Response, sent_at: float, prepared: _Prepared, *, bound: bool = False) -> IssuedCapability:
     def bad(what: str) -> ProtocolError:
         return ProtocolError(f"token response: {what}", status_code=resp.status)
 
@@ -417,6 +452,8 @@ def _parse_success(resp: Response, sent_at: float, prepared: _Prepared) -> Issue
     normalised = {"bearer": "Bearer", "dpop": "DPoP"}.get(token_type.lower() if isinstance(token_type, str) else "")
     if normalised is None:
         raise bad("token_type must be Bearer or DPoP")
+    if normalised == "DPoP" and not bound:
+        raise bad("token_type is DPoP, but this client sent no DPoP proof")
     expires_in = body.get("expires_in")
     if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
         raise bad("expires_in must be a positive integer")

@@ -11,9 +11,13 @@ This module imports httpx (the rest of :mod:`issuer.sdk.client` does not)::
 
 Each request gets ``Authorization: Bearer <capability>`` from
 :meth:`ExchangeClient.exchange` (so from its cache while the capability is
-fresh). When the tool answers 401, the request is sent once more with a
-capability fetched anew, bypassing the cache (the tool may have seen a
-revoked or rotated one); a second 401 is returned to the caller.
+fresh). When the client was made with ``dpop=...`` the capability is bound to
+its key and each request gets ``Authorization: DPoP <capability>`` with a
+``DPoP`` proof of its own (method, URL, ``ath``; RFC 9449 section 7). When
+the tool answers 401, the request is sent once more: with the same capability
+and the tool's new ``DPoP-Nonce`` if it asked for one (``use_dpop_nonce``),
+otherwise with a capability fetched anew, bypassing the cache (the tool may
+have seen a revoked or rotated one); a second 401 is returned to the caller.
 
 Async clients: ``httpx.AsyncClient(auth=auth)`` works too. The exchange
 itself is synchronous (standard-library HTTP), so :meth:`async_auth_flow`
@@ -79,25 +83,42 @@ class CapabilityAuth(httpx.Auth):
 
     def capability(self, *, force_refresh: bool = False) -> IssuedCapability:
         """The capability the next request will carry (cached by the client)."""
-        cap = self._client.exchange(self._subject_token, force_refresh=force_refresh, **self._options)
-        if cap.token_type != "Bearer":
-            raise ProtocolError(f"the issuer returned a {cap.token_type} capability; CapabilityAuth sends Bearer only")
-        return cap
+        return self._client.exchange(self._subject_token, force_refresh=force_refresh, **self._options)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        _authorize(request, self.capability())
+        cap = self.capability()
+        self._authorize(request, cap)
         response = yield request
         if response.status_code == 401:
-            _authorize(request, self.capability(force_refresh=True))
+            if not self._nonce_challenge(request, response, cap):
+                cap = self.capability(force_refresh=True)
+            self._authorize(request, cap)
             yield request
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        _authorize(request, await asyncio.to_thread(self.capability))
+        cap = await asyncio.to_thread(self.capability)
+        self._authorize(request, cap)
         response = yield request
         if response.status_code == 401:
-            _authorize(request, await asyncio.to_thread(self.capability, force_refresh=True))
+            if not self._nonce_challenge(request, response, cap):
+                cap = await asyncio.to_thread(self.capability, force_refresh=True)
+            self._authorize(request, cap)
             yield request
 
+    def _authorize(self, request: httpx.Request, cap: IssuedCapability) -> None:
+        if cap.token_type != "DPoP":
+            request.headers["Authorization"] = f"Bearer {cap.access_token}"
+            request.headers.pop("DPoP", None)
+            return
+        dpop = self._client.dpop
+        if dpop is None:
+            raise ProtocolError("the issuer returned a DPoP capability to a client without a DPoP key")
+        request.headers["Authorization"] = f"DPoP {cap.access_token}"
+        request.headers["DPoP"] = dpop.proof(request.method, str(request.url), access_token=cap.access_token)
 
-def _authorize(request: httpx.Request, cap: IssuedCapability) -> None:
-    request.headers["Authorization"] = f"Bearer {cap.access_token}"
+    def _nonce_challenge(self, request: httpx.Request, response: httpx.Response, cap: IssuedCapability) -> bool:
+        """The tool asked for a DPoP nonce (RFC 9449 section 9): retry with it and the same capability."""
+        dpop = self._client.dpop
+        return (cap.token_type == "DPoP" and dpop is not None
+                and "use_dpop_nonce" in response.headers.get("WWW-Authenticate", "")
+                and dpop.remember_nonce(str(request.url), response.headers.get("DPoP-Nonce")))

@@ -10,6 +10,7 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import jwt
 import pytest
 from freezegun import freeze_time
 
@@ -146,9 +147,28 @@ def test_success_fields(scripted: Scripted) -> None:
     assert cap.authorization_details == () and not cap.call_bound
 
 
-def test_dpop_token_type_is_accepted(scripted: Scripted) -> None:
+def test_dpop_token_type_is_accepted_when_a_proof_was_sent(scripted: Scripted) -> None:
     scripted.answer(200, {**OK, "token_type": "DPoP"})
-    assert scripted.client().exchange("user-token", tool=TICKETS).token_type == "DPoP"
+    assert scripted.client(dpop=True).exchange("user-token", tool=TICKETS).token_type == "DPoP"
+    scripted.answer(200, {**OK, "token_type": "DPoP"})
+    with pytest.raises(ProtocolError, match="no DPoP proof"):  # a binding this client cannot honour
+        scripted.client().exchange("user-token", tool=TICKETS)
+
+
+def test_an_issuer_nonce_challenge_is_followed_once(scripted: Scripted) -> None:
+    err = {"error": "use_dpop_nonce", "error_description": "nonce"}
+    scripted.answer(400, err, DPoP_Nonce="n-1")
+    scripted.answer(200, {**OK, "token_type": "DPoP"})
+    client = scripted.client(dpop=True)
+    assert client.exchange("user-token", tool=TICKETS).token_type == "DPoP"
+    first, second = (jwt.decode({k.lower(): v for k, v in h.items()}["dpop"], options={"verify_signature": False})
+                     for _, h, _ in scripted.requests)
+    assert "nonce" not in first and second["nonce"] == "n-1" and first["jti"] != second["jti"]
+    assert first["htm"] == "POST" and first["htu"] == scripted.url + "/token"
+    scripted.answer(400, err, DPoP_Nonce="n-1")  # the same nonce again: no loop
+    with pytest.raises(ExchangeError) as info:
+        client.exchange("user-token", tool=TICKETS, force_refresh=True)
+    assert info.value.error == "use_dpop_nonce"
 
 
 def test_scope_omitted_means_as_requested(scripted: Scripted) -> None:

@@ -31,6 +31,7 @@ EXPORTED = [
     "ACCESS_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
     "ClientSecret",
+    "DPoPKey",
     "DiscoveryError",
     "ExchangeClient",
     "ExchangeError",
