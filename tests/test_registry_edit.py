@@ -149,6 +149,10 @@ rules:
     refused = svc.test_policy(**base, arguments={"path": "/home/bob/secret.txt"})["arguments"]
     assert refused["admitted"] is False and refused["violations"]
     assert svc.test_policy(**base)["arguments"] is None
+    denied = svc.test_policy(**{**base, "groups": ["sales"]}, arguments={"path": "/home/alice/x"})
+    assert denied["decision"] == "denied" and denied["arguments"] == {"admitted": False, "violations": []}
+    with pytest.raises(Exception, match="sub: the user's subject is required"):
+        svc.test_policy(**{**base, "sub": " "})
 
 
 # ----------------------------------------------------------------------------- the CLI

@@ -175,10 +175,16 @@ class AdminService:
         from ..constraints import evaluate
         from ..exchange import explain
 
+        if not sub.strip():
+            raise ConfigurationError("sub: the user's subject is required")
         result = explain(registry.load_snapshot(self.db, self.keys.pepper()), sub=sub, idp=idp, groups=list(groups),
                          attributes=dict(claims or {}), client_id=client_id, tool=tool, scopes=list(scopes) or None)
         decision = result.decision
         granted = decision.granted and result.refusal is None
+        # A denied request has no constraints to pass: its arguments are refused with it.
+        violations: list[str] = []
+        if granted and arguments is not None:
+            violations = [str(v) for v in evaluate(result.constraints or {}, dict(arguments))]
         return {
             "decision": "granted" if granted else "denied",
             "reason": str(result.refusal.error) if result.refusal is not None else str(decision.reason),
@@ -186,10 +192,8 @@ class AdminService:
             "policy_version": decision.policy_version, "max_lifetime": decision.max_lifetime,
             "actions": list(result.actions), "constraints": result.constraints or {},
             "description": result.refusal.description if result.refusal is not None else decision.description,
-            "arguments": None if arguments is None else {
-                "admitted": granted and not (violations := evaluate(result.constraints or {}, dict(arguments))),
-                "violations": [str(v) for v in violations] if granted else [],
-            },
+            "arguments": None if arguments is None else {"admitted": granted and not violations,
+                                                         "violations": violations},
         }
 
     # ------------------------------------------------------------------ signing keys
