@@ -50,6 +50,9 @@ def figures(result: dict[str, Any]) -> dict[str, tuple[float, str]]:
         out[f"verifier.{alg}.sdk_seen_us"] = (v["sdk_seen_us"], "lower")
         out[f"verifier.{alg}.first_over_pyjwt"] = (v["first_over_pyjwt"], "lower")
         out[f"verifier.{alg}.pyjwt_over_seen"] = (v["pyjwt_over_seen"], "higher")
+        for name in ("dpop_first_us", "dpop_seen_us"):
+            if name in v:
+                out[f"verifier.{alg}.{name}"] = (v[name], "lower")
     return out
 
 

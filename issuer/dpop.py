@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -118,6 +119,15 @@ def htu_matches(htu: str, url: str) -> bool:
     return a is not None and a == b
 
 
+@functools.lru_cache(maxsize=1024)
+def _public_key(alg: str, values: tuple[str, ...]) -> tuple[Any, Any]:
+    """A proof key parsed once: a client proves with one key for many requests, and parsing (a point
+    decompression and check) costs as much as the signature. Public values only; errors are not cached."""
+    members = _KEY_MEMBERS[alg][2]
+    algorithm = jwt.get_algorithm_by_name(alg)
+    return algorithm, algorithm.from_jwk(dict(zip(members, values, strict=True)))
+
+
 def verify_proof(proof: str, *, method: str, url: str, now: float, max_age: int = 60, leeway: int = 5,
                  access_token: str | None = None) -> DPoPProof:
     """Every check of RFC 9449 section 4.3 but the one-time use of ``jti``, which needs shared state.
@@ -158,8 +168,7 @@ def verify_proof(proof: str, *, method: str, url: str, now: float, max_age: int 
     if jwk.get("kty") != kty or jwk.get("crv") != crv or not all(isinstance(jwk.get(m), str) for m in members):
         _fail("the jwk does not fit alg")
     try:
-        algorithm = jwt.get_algorithm_by_name(alg)
-        key = algorithm.from_jwk({m: jwk[m] for m in members})
+        algorithm, key = _public_key(alg, tuple(jwk[m] for m in members))
         valid = algorithm.verify(f"{segments[0]}.{segments[1]}".encode(), key, signature)
     except (jwt.PyJWTError, ValueError, TypeError):
         _fail("the jwk is not a usable public key")
