@@ -41,8 +41,10 @@ def unavailable(reason: str) -> None:
     pytest.skip(f"{reason}; install Debian's chromium (apt-get install chromium) and the dev extra to run it")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """One browser per test module: Playwright's sync API keeps an asyncio loop running on this thread while
+    it is open, which tests that start their own loop (anyio, asyncio.run) must not find."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
