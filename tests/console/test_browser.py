@@ -221,6 +221,19 @@ def test_clients_and_identity_providers(admin_page: Any, screenshots: Screenshot
     screenshots.take(page, "idp")
 
 
+def test_admin_keys(admin_page: Any, screenshots: Screenshots) -> None:
+    page = admin_page
+    page.get_by_role("link", name="Admin keys").click()
+    page.get_by_label("Held by").fill("night-shift")
+    page.get_by_label("Role").select_option("auditor")
+    page.get_by_role("button", name="Create key").click()
+    key = page.get_by_label("Admin key").input_value()
+    assert key.startswith("iak_")
+    page.get_by_role("link", name="Back to admin keys").click()
+    assert "night-shift" in page.inner_text("main") and key not in page.content()
+    screenshots.take(page, "admin-keys")
+
+
 # ----------------------------------------------------------------------------- the auditor and forged requests
 
 
@@ -229,7 +242,7 @@ def test_an_auditor_finds_no_button_and_a_forged_post_is_refused(context: Any, l
     page = sign_in(context, live_sqlite, make_key(live_sqlite, "auditor", "audit-team"))
     allowed = {"Sign out", "Test", "Filter", "Show diff"}
     for path in ("/", "/tools", "/tools/tickets", "/clients", "/clients/mcp-helpdesk", "/idps", "/idps/idp-a",
-                 "/policy", "/audit", "/revocation"):
+                 "/policy", "/audit", "/revocation", "/admin-keys"):
         page.goto(live_sqlite.url + "/console" + path)
         buttons = {b.inner_text().strip() for b in page.get_by_role("button").all()}
         assert buttons <= allowed, (path, buttons - allowed)

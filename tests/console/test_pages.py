@@ -117,3 +117,17 @@ def test_the_overview_counts_decisions(admin: Console, live_sqlite: LiveIssuer) 
     page = text(admin.get("/"))
     assert "1 granted, 1 denied" in page and "verified" in page
     assert page.count('class="bar-granted"') == 1 and page.count('class="bar-denied"') == 1
+
+
+def test_an_admin_key_is_shown_once_and_can_be_revoked(admin: Console, live_sqlite: LiveIssuer) -> None:
+    created = admin.post("/admin-keys", {"name": "night-shift", "role": "auditor"})
+    key = re.search(r'readonly value="(iak_[^"]+)"', text(created))
+    assert created.status_code == 200 and key
+    listing = text(admin.get("/admin-keys"))
+    assert "night-shift" in listing and key.group(1) not in listing and key.group(1).split("_")[2] not in listing
+    key_id = key.group(1).split("_")[1]
+    assert admin.post(f"/admin-keys/{key_id}/revoke").status_code == 303
+    assert service(live_sqlite).list_changes(newest_first=True, limit=1)[0]["action"] == "admin_key.revoke"
+    bad = admin.post("/admin-keys", {"name": "x", "role": "root"})
+    assert bad.status_code == 400 and "role: choose from" in text(bad)
+    assert admin.post("/admin-keys/0000000000000000/revoke").status_code == 404

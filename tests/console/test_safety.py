@@ -21,7 +21,7 @@ from tests.conftest import LiveIssuer, initialise, make_settings
 from tests.console.conftest import Console
 
 PAGES = ["/", "/tools", "/tools/tickets", "/clients", "/clients/mcp-helpdesk", "/idps", "/idps/idp-a", "/policy",
-         "/policy/versions/1", "/audit", "/audit/verify", "/revocation"]
+         "/policy/versions/1", "/audit", "/audit/verify", "/revocation", "/admin-keys"]
 NEW_TOOL = {"name": "hr", "resource_uri": "https://hr.example", "scopes": "hr:read"}
 
 
@@ -218,6 +218,7 @@ def test_an_auditor_sees_every_page_but_no_form_that_changes_anything(auditor: C
     ("/idps/idp-a/enabled", {"enabled": "false"}),
     ("/policy", {"document": "rules: []"}),
     ("/revocation", {"kind": "sub", "value": "idp-a:alice", "confirm": "on"}),
+    ("/admin-keys", {"name": "escalated", "role": "admin"}),
 ])
 def test_a_forged_post_by_an_auditor_is_refused(auditor: Console, live_sqlite: LiveIssuer, path: str,
                                                 data: dict[str, str]) -> None:
