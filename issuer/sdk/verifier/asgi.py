@@ -45,7 +45,7 @@ from ._capability import Capability
 from ._verifier import CapabilityVerifier
 from .errors import CapabilityError
 
-__all__ = ["CapabilityMiddleware", "request_url"]
+__all__ = ["CapabilityMiddleware", "request_url", "send_refusal"]
 
 log = logging.getLogger("issuer.sdk.verifier")
 
@@ -91,7 +91,7 @@ class CapabilityMiddleware:
             cap = await anyio.to_thread.run_sync(self._check, authorization, dpop, scope)
         except CapabilityError as e:
             log.info("capability refused on %s: %s", scope.get("path", ""), e.description)
-            await self._refuse(scope, send, e)
+            await send_refusal(scope, send, e)
             return
         scope = dict(scope)
         scope["state"] = {**scope.get("state", {}), "capability": cap}
@@ -104,16 +104,17 @@ class CapabilityMiddleware:
         self.verifier._authorize_grant(cap, scope=self.required_scope, action=self.action)
         return cap
 
-    @staticmethod
-    async def _refuse(scope: Scope, send: Send, error: CapabilityError) -> None:
-        body = json.dumps(error.to_dict()).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers().items()]
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        elif "websocket.http.response" in scope.get("extensions", {}):
-            await send({"type": "websocket.http.response.start", "status": error.status_code, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close", "code": 1008, "reason": error.description[:120]})
+
+async def send_refusal(scope: Scope, send: Send, error: CapabilityError) -> None:
+    """The RFC 6750 (or RFC 9449) answer to a refused HTTP request or WebSocket handshake."""
+    body = json.dumps(error.to_dict()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers().items()]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": error.status_code, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": error.description[:120]})

@@ -38,10 +38,12 @@ import anyio.to_thread
 from fastmcp.exceptions import ToolError
 from fastmcp.server.auth import AccessToken, TokenVerifier
 from fastmcp.server.dependencies import get_access_token
+from starlette.middleware import Middleware
 
 from ._capability import Capability, thaw
 from ._verifier import CapabilityVerifier
 from .errors import CapabilityError, MissingToken
+from .mcp import DPoPFront, verified_by_front
 
 if TYPE_CHECKING:
     from ..client import ExchangeClient, IssuedCapability
@@ -66,14 +68,19 @@ class CapabilityAuth(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The capability as FastMCP's ``AccessToken``, or None (FastMCP answers 401)."""
-        try:
-            cap = await anyio.to_thread.run_sync(self.verifier.verify, token)
-        except CapabilityError as e:
-            log.info("capability refused: %s", e.description)
-            return None
-        return AccessToken(token=token, client_id=cap.client_id, scopes=sorted(cap.scopes),
-                           expires_at=cap.expires_at, resource=cap.audience, subject=cap.sub,
-                           claims=dict(thaw(cap.claims)))
+        cap = verified_by_front(token)  # a DPoP request, its proof checked by the front
+        if cap is None:
+            try:
+                cap = await anyio.to_thread.run_sync(self.verifier.verify, token)
+            except CapabilityError as e:
+                log.info("capability refused: %s", e.description)
+                return None
+        return _access(token, cap)
+
+    def get_middleware(self) -> list[Any]:
+        """FastMCP's middleware behind a :class:`~issuer.sdk.verifier.mcp.DPoPFront`: ``Authorization: DPoP``
+        with its proof is admitted too (RFC 9449), with no code of the server's."""
+        return [Middleware(DPoPFront, verifier=self.verifier), *super().get_middleware()]
 
     async def authorize_call(self, *, action: str | None = None, arguments: Mapping[str, Any] | None = None,
                              scope: str | None = None) -> Capability:
@@ -82,13 +89,18 @@ class CapabilityAuth(TokenVerifier):
             access = get_access_token()
             if access is None:
                 raise MissingToken()
-            # Seen before (verify_token ran for this request): answered from the verifier's cache.
-            cap = await anyio.to_thread.run_sync(self.verifier.verify, access.token)
+            # Seen before (the request was authenticated, with its DPoP proof if bound): from the verifier's cache.
+            cap = await anyio.to_thread.run_sync(self.verifier._verify, access.token)
             await anyio.to_thread.run_sync(
                 functools.partial(self.verifier.authorize, cap, scope=scope, action=action, arguments=arguments))
         except CapabilityError as e:
             raise ToolError(f"{e.error}: {e.description}") from e
         return cap
+
+
+def _access(token: str, cap: Capability) -> AccessToken:
+    return AccessToken(token=token, client_id=cap.client_id, scopes=sorted(cap.scopes), expires_at=cap.expires_at,
+                       resource=cap.audience, subject=cap.sub, claims=dict(thaw(cap.claims)))
 
 
 def current_capability() -> str | None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -44,12 +45,14 @@ from pydantic import PrivateAttr
 
 from ._capability import Capability, thaw
 from ._verifier import CapabilityVerifier
+from .asgi import ASGIApp, Receive, Scope, Send, request_url, send_refusal
 from .errors import CapabilityError, MissingToken
 
 if TYPE_CHECKING:
     from ..client import ExchangeClient, IssuedCapability
 
-__all__ = ["CapabilityAccessToken", "CapabilityTokenVerifier", "current_capability", "exchange_upstream"]
+__all__ = ["CapabilityAccessToken", "CapabilityTokenVerifier", "DPoPFront", "current_capability",
+           "exchange_upstream", "verified_by_front"]
 
 log = logging.getLogger("issuer.sdk.verifier")
 
@@ -86,20 +89,88 @@ def current_capability() -> Capability | None:
     return access.capability if isinstance(access, CapabilityAccessToken) else None
 
 
+#: The request's capability as verified, with its DPoP proof, by :class:`DPoPFront`.
+_VERIFIED: ContextVar[tuple[str, Capability] | None] = ContextVar("issuer_sdk_mcp_verified", default=None)
+
+
+def verified_by_front(token: str) -> Capability | None:
+    """The capability :class:`DPoPFront` verified for this request, if ``token`` is the one it verified."""
+    verified = _VERIFIED.get()
+    return verified[1] if verified is not None and verified[0] == token else None
+
+
+class DPoPFront:
+    """ASGI middleware in front of an MCP framework's auth: ``Authorization: DPoP`` with its proof (RFC 9449).
+
+    The frameworks' bearer middleware reads only ``Authorization: Bearer`` and
+    hands the verifier the token alone, so a DPoP-bound capability could never
+    show its proof. This front verifies a DPoP request whole - both headers,
+    the method and the URL - answers a refusal itself (401, ``WWW-Authenticate:
+    DPoP error=...``), and passes an admitted one on as ``Bearer`` with the
+    verified capability in a context variable, where the token verifier finds
+    it. Bearer requests pass untouched (a bound capability sent as Bearer is
+    then refused by the verifier).
+    """
+
+    def __init__(self, app: ASGIApp, verifier: CapabilityVerifier) -> None:
+        self.app = app
+        self.verifier = verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = list(scope.get("headers", ()))
+        values = [v.decode("latin-1") for k, v in headers if k.lower() == b"authorization"]
+        scheme, _, token = values[0].strip().partition(" ") if len(values) == 1 else ("", "", "")
+        if scheme.lower() != "dpop":
+            await self.app(scope, receive, send)
+            return
+        try:
+            cap = await anyio.to_thread.run_sync(functools.partial(
+                self.verifier.verify_request, authorization=values,
+                dpop=[v.decode("latin-1") for k, v in headers if k.lower() == b"dpop"],
+                method=scope.get("method", "GET"), url=request_url(scope)))
+        except CapabilityError as e:
+            log.info("capability refused: %s", e.description)
+            await send_refusal(scope, send, e)
+            return
+        token = token.strip()
+        rewritten = [(k, v) for k, v in headers if k.lower() != b"authorization"]
+        rewritten.append((b"authorization", f"Bearer {token}".encode("latin-1")))
+        reset = _VERIFIED.set((token, cap))
+        try:
+            await self.app({**scope, "headers": rewritten}, receive, send)
+        finally:
+            _VERIFIED.reset(reset)
+
+
 class CapabilityTokenVerifier:
-    """A ``mcp.server.auth.provider.TokenVerifier`` backed by a :class:`CapabilityVerifier`."""
+    """A ``mcp.server.auth.provider.TokenVerifier`` backed by a :class:`CapabilityVerifier`.
+
+    The SDK's server builds its bearer middleware itself and reads only
+    ``Authorization: Bearer``. To accept DPoP-bound capabilities too, serve
+    the app through :meth:`protect`: ``app = capabilities.protect(server.streamable_http_app())``.
+    """
 
     def __init__(self, verifier: CapabilityVerifier) -> None:
         self.verifier = verifier
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The capability as an ``AccessToken``, or None when it is refused (the SDK then answers 401)."""
+        cap = verified_by_front(token)  # a DPoP request, its proof checked by protect()
+        if cap is not None:
+            return CapabilityAccessToken.from_capability(token, cap)
         try:
             cap = await anyio.to_thread.run_sync(self.verifier.verify, token)
         except CapabilityError as e:
             log.info("capability refused: %s", e.description)
             return None
         return CapabilityAccessToken.from_capability(token, cap)
+
+    def protect(self, app: ASGIApp) -> ASGIApp:
+        """The SDK's app, admitting ``Authorization: DPoP`` capabilities with their proofs (:class:`DPoPFront`)."""
+        return DPoPFront(app, self.verifier)
 
     async def authorize_call(
         self,
