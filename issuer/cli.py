@@ -263,16 +263,9 @@ def tool() -> None:
 def tool_add(env: _Env, name: str, resource: str, scopes: tuple[str, ...], actions: tuple[str, ...],
              description: str, rate_limit: str | None, redact: tuple[str, ...], hashed: tuple[str, ...]) -> None:
     """Register a tool. Nobody can reach it until policy grants it."""
-    by_scope: dict[str, list[str]] = {}
-    for a in actions:
-        scope, sep, acts = a.partition("=")
-        if not sep or scope not in scopes or not acts:
-            raise ConfigurationError(f"--action {a!r}: expected SCOPE=ACTION[,ACTION] for one of the --scope values")
-        by_scope.setdefault(scope, []).extend(x for x in acts.split(",") if x)
     view = env.service().add_tool(
         name=name, resource_uri=resource, description=description, rate_limit=rate_limit,
-        redact_arguments=redact, hash_arguments=hashed,
-        scopes=[{"name": s, "actions": by_scope.get(s, [])} for s in scopes],
+        redact_arguments=redact, hash_arguments=hashed, scopes=_scopes_with_actions(scopes, actions),
     )
     click.echo(f"tool {view['name']} added ({view['resource_uri']}; scopes "
                f"{' '.join(s['name'] for s in view['scopes'])}); no one can reach it until a policy grants it")
@@ -297,14 +290,19 @@ def tool_list(env: _Env, as_json: bool) -> None:
 @click.option("--hash-argument", "hashed", multiple=True, metavar="NAME", help="Replaces the list (repeat).")
 @click.option("--no-redact", is_flag=True, help="Keep every argument's value in the audit trail again.")
 @click.option("--no-hash", is_flag=True, help="Keep no argument as a hash only.")
+@click.option("--add-scope", "new_scopes", multiple=True, help="A new scope (repeat); existing scopes stay.")
+@click.option("--action", "actions", multiple=True, metavar="SCOPE=ACTION[,ACTION]",
+              help="Tool actions a new scope covers (repeat).")
 @pass_env
 @_guarded
 def tool_update(env: _Env, name: str, description: str | None, rate_limit: str | None, redact: tuple[str, ...],
-                hashed: tuple[str, ...], no_redact: bool, no_hash: bool) -> None:
-    """Change a tool's description, rate limit or audit redaction (its name, resource and scopes stay)."""
+                hashed: tuple[str, ...], no_redact: bool, no_hash: bool, new_scopes: tuple[str, ...],
+                actions: tuple[str, ...]) -> None:
+    """Change a tool's description, rate limit or audit redaction, or add scopes (its name and resource stay)."""
     view = env.service().update_tool(
         name, description=description, rate_limit=rate_limit,
         redact_arguments=[] if no_redact else (redact or None), hash_arguments=[] if no_hash else (hashed or None),
+        add_scopes=_scopes_with_actions(new_scopes, actions),
     )
     click.echo(f"tool {view['name']} updated (rate limit {view['rate_limit'] or 'default'})")
 
@@ -814,6 +812,17 @@ def admin_key_revoke(env: _Env, key_id: str) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _scopes_with_actions(scopes: tuple[str, ...], actions: tuple[str, ...]) -> list[dict[str, Any]]:
+    """--scope (or --add-scope) values with the tool actions --action SCOPE=ACTION[,ACTION] gives them."""
+    by_scope: dict[str, list[str]] = {}
+    for a in actions:
+        scope, sep, acts = a.partition("=")
+        if not sep or scope not in scopes or not acts:
+            raise ConfigurationError(f"--action {a!r}: expected SCOPE=ACTION[,ACTION] for one of the --scope values")
+        by_scope.setdefault(scope, []).extend(x for x in acts.split(",") if x)
+    return [{"name": s, "actions": by_scope.get(s, [])} for s in scopes]
 
 
 def _read_json(path: Path) -> Any:

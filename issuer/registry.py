@@ -441,15 +441,7 @@ def add_tool(
     _check_audit_arguments(redact_arguments, hash_arguments)
     if not scopes:
         raise ConfigurationError("scopes: a tool needs at least one scope")
-    seen: set[str] = set()
-    for sc in scopes:
-        if not sc.name or len(sc.name) > 200 or any(c.isspace() or c in '"\\' for c in sc.name):
-            raise ConfigurationError(f"scope: {sc.name!r} is not a valid scope token (RFC 6749 section 3.3)")
-        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in sc.name):
-            raise ConfigurationError(f"scope: {sc.name!r} must be printable ASCII")
-        if sc.name in seen:
-            raise ConfigurationError(f"scope: {sc.name!r} given twice")
-        seen.add(sc.name)
+    _check_scopes(scopes)
     row = Tool(name=name, resource_uri=resource_uri, description=description, status="active",
                rate_limit=rate_limit, redact_arguments=list(dict.fromkeys(redact_arguments)) or None,
                hash_arguments=list(dict.fromkeys(hash_arguments)) or None, created_at=_now())
@@ -474,6 +466,20 @@ def get_tool(db: Database, name: str) -> ToolView:
         return _tool_view(row)
 
 
+def _check_scopes(scopes: Sequence[ScopeSpec], existing: frozenset[str] = frozenset()) -> None:
+    seen = set(existing)
+    for sc in scopes:
+        if not sc.name or len(sc.name) > 200 or any(c.isspace() or c in '"\\' for c in sc.name):
+            raise ConfigurationError(f"scope: {sc.name!r} is not a valid scope token (RFC 6749 section 3.3)")
+        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in sc.name):
+            raise ConfigurationError(f"scope: {sc.name!r} must be printable ASCII")
+        if sc.name in existing:
+            raise ConfigurationError(f"scope: {sc.name!r} is already defined")
+        if sc.name in seen:
+            raise ConfigurationError(f"scope: {sc.name!r} given twice")
+        seen.add(sc.name)
+
+
 def _check_audit_arguments(redact_arguments: Sequence[str], hash_arguments: Sequence[str]) -> None:
     for flag, names in (("redact-argument", redact_arguments), ("hash-argument", hash_arguments)):
         for arg in names:
@@ -494,13 +500,15 @@ def _tool_row(s: Session, name: str) -> Tool:
 def update_tool(
     db: Database, name: str, *, description: str | None = None, rate_limit: str | None = None,
     redact_arguments: Sequence[str] | None = None, hash_arguments: Sequence[str] | None = None,
-    changes: ChangeRecorder | None = None,
+    add_scopes: Sequence[ScopeSpec] = (), changes: ChangeRecorder | None = None,
 ) -> ToolView:
-    """Change a tool's description, rate limit or audit redaction; None leaves a field as it is.
+    """Change a tool's description, rate limit or audit redaction, or give it more scopes; None leaves a
+    field as it is.
 
     An empty ``rate_limit`` removes the tool's own limit (the default applies
-    again). The name, resource URI and scopes stay: policy versions and
-    capabilities already out name them.
+    again). The name, resource URI and existing scopes stay: policy versions
+    and capabilities already out name them. A new scope is reachable by
+    nobody until policy grants it, like a new tool.
     """
     if description is not None and len(description) > 1000:
         raise ConfigurationError("description: at most 1000 characters")
@@ -512,6 +520,9 @@ def update_tool(
         redact = list(redact_arguments) if redact_arguments is not None else list(row.redact_arguments or ())
         hashed = list(hash_arguments) if hash_arguments is not None else list(row.hash_arguments or ())
         _check_audit_arguments(redact, hashed)
+        _check_scopes(add_scopes, frozenset(s.name for s in row.scopes))
+        row.scopes.extend(ToolScope(name=s.name, description=s.description, actions=list(s.actions))
+                          for s in add_scopes)
         if description is not None:
             row.description = description
         if rate_limit is not None:

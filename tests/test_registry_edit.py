@@ -57,6 +57,12 @@ def test_editing_a_tool_checks_what_adding_one_checks(live_sqlite: LiveIssuer) -
     with pytest.raises(Exception, match="no tool named 'nope'"):
         svc.update_tool("nope", description="x")
     assert svc.update_tool("tickets", rate_limit="")["rate_limit"] is None  # back to the default
+    added = svc.update_tool("tickets", add_scopes=[{"name": "tickets:close", "actions": ["close"]}])
+    assert [s["name"] for s in added["scopes"]] == ["tickets:close", "tickets:read", "tickets:write"]
+    with pytest.raises(Exception, match="scope: 'tickets:read' is already defined"):
+        svc.update_tool("tickets", add_scopes=[{"name": "tickets:read"}])
+    with pytest.raises(Exception, match="is not a valid scope token"):
+        svc.update_tool("tickets", add_scopes=[{"name": "two words"}])
     count = len(svc.list_changes(limit=1000))
     svc.update_tool("tickets", description="Tickets")  # no change, no record
     assert len(svc.list_changes(limit=1000)) == count
@@ -65,10 +71,13 @@ def test_editing_a_tool_checks_what_adding_one_checks(live_sqlite: LiveIssuer) -
 def test_tools_are_edited_and_disabled_through_the_api(admin: Admin) -> None:
     body = admin("PATCH", "/tools/tickets", {"description": "Tickets", "enabled": False}).json()
     assert body["description"] == "Tickets" and body["status"] == "disabled"
+    assert last_change(admin.live)["action"] == "tool.disable"
     assert "rate-limit" in error(admin("PATCH", "/tools/tickets", {"rate_limit": "lots"}), 400, "invalid_request")
+    scoped = admin("PATCH", "/tools/tickets", {"add_scopes": [{"name": "tickets:close"}]}).json()
+    assert "tickets:close" in [s["name"] for s in scoped["scopes"]]
     error(admin("PATCH", "/tools/tickets", {}), 400, "invalid_request")
     error(admin("PATCH", "/tools/nope", {"enabled": True}), 404, "not_found")
-    assert last_change(admin.live)["action"] == "tool.disable"
+    assert last_change(admin.live)["action"] == "tool.update"
 
 
 def test_an_auditor_cannot_edit_a_tool_or_provider(live_sqlite: LiveIssuer) -> None:
@@ -175,8 +184,10 @@ def test_the_cli_edits_disables_and_reports(ready: Run, tmp_path: Path) -> None:
     ok(ready("tool", "add", "tickets", "--resource", "https://tickets.example", "--scope", "tickets:read"))
     assert "rate limit 5/minute" in ok(ready("tool", "update", "tickets", "--rate-limit", "5/minute"))
     assert "disabled" in ok(ready("tool", "disable", "tickets"))
+    ok(ready("tool", "update", "tickets", "--add-scope", "tickets:close", "--action", "tickets:close=close"))
+    one_error_line(ready("tool", "update", "tickets", "--add-scope", "tickets:close"))
     listed = json.loads(ok(ready("tool", "list", "--json")))
-    assert listed[0]["status"] == "disabled"
+    assert listed[0]["status"] == "disabled" and listed[0]["scopes"] == "tickets:close tickets:read"
     ok(ready("tool", "enable", "tickets"))
     one_error_line(ready("tool", "update", "tickets", "--rate-limit", "lots"))
     one_error_line(ready("tool", "disable", "nope"))

@@ -305,7 +305,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/tools", "Register a tool (reachable by nobody until policy grants it)", add_tool, write=True,
           body=m.ToolCreate, response=m.Tool, status=201, extra_errors=(409,)),
     Route("GET", "/tools/{name}", "One tool", get_tool, response=m.Tool),
-    Route("PATCH", "/tools/{name}", "Edit or disable a tool (name, resource URI and scopes stay)", update_tool,
+    Route("PATCH", "/tools/{name}", "Edit or disable a tool, or add scopes (name and resource URI stay)", update_tool,
           write=True, body=m.ToolUpdate, response=m.Tool),
     Route("GET", "/clients", "List MCP-server clients (never their secrets)", list_clients,
           list_of=("clients", m.Client)),

@@ -73,12 +73,14 @@ class ToolCreate(_Request):
 
 
 class ToolUpdate(_Request):
-    """Fields left out stay as they are; name, resource URI and scopes never change (policy names them)."""
+    """Fields left out stay as they are; name, resource URI and existing scopes never change (policy names them)."""
 
     description: str | None = Field(default=None, max_length=1000)
     rate_limit: str | None = Field(default=None, max_length=100, description="Empty: the default limit applies again")
     redact_arguments: list[str] | None = Field(default=None, max_length=100)
     hash_arguments: list[str] | None = Field(default=None, max_length=100)
+    add_scopes: list[ScopeIn] | None = Field(default=None, max_length=200,
+                                             description="New scopes; existing ones stay (policy names them)")
     enabled: bool | None = Field(default=None, description="A disabled tool is reachable by nobody")
 
 

@@ -45,6 +45,11 @@ def parse_time(value: str | None, name: str) -> datetime | None:
             f"{name}: {value[:40]!r} is not an ISO 8601 time such as 2026-11-25T10:00:00Z") from None
 
 
+def _scope_specs(scopes: Sequence[Mapping[str, Any]]) -> list[registry.ScopeSpec]:
+    return [registry.ScopeSpec(str(sc["name"]), str(sc.get("description", "")), tuple(sc.get("actions", ())))
+            for sc in scopes]
+
+
 class AdminService:
     def __init__(self, db: Database, keys: KeyStore, settings: Settings, *, actor: str,
                  request_id: str | None = None) -> None:
@@ -90,9 +95,7 @@ class AdminService:
     def add_tool(self, *, name: str, resource_uri: str, scopes: Sequence[Mapping[str, Any]], description: str = "",
                  rate_limit: str | None = None, redact_arguments: Sequence[str] = (),
                  hash_arguments: Sequence[str] = ()) -> dict[str, Any]:
-        specs = [registry.ScopeSpec(str(sc["name"]), str(sc.get("description", "")), tuple(sc.get("actions", ())))
-                 for sc in scopes]
-        view = registry.add_tool(self.db, name=name, resource_uri=resource_uri, scopes=specs,
+        view = registry.add_tool(self.db, name=name, resource_uri=resource_uri, scopes=_scope_specs(scopes),
                                  description=description, rate_limit=rate_limit, redact_arguments=redact_arguments,
                                  hash_arguments=hash_arguments, changes=self.changes)
         return view.to_dict()
@@ -104,12 +107,12 @@ class AdminService:
         return registry.get_tool(self.db, name).to_dict()
 
     def update_tool(self, name: str, *, description: str | None = None, rate_limit: str | None = None,
-                    redact_arguments: Sequence[str] | None = None,
-                    hash_arguments: Sequence[str] | None = None) -> dict[str, Any]:
-        """None leaves a field as it is; an empty rate limit removes the tool's own."""
+                    redact_arguments: Sequence[str] | None = None, hash_arguments: Sequence[str] | None = None,
+                    add_scopes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """None leaves a field as it is; an empty rate limit removes the tool's own; scopes are only added."""
         return registry.update_tool(self.db, name, description=description, rate_limit=rate_limit,
                                     redact_arguments=redact_arguments, hash_arguments=hash_arguments,
-                                    changes=self.changes).to_dict()
+                                    add_scopes=_scope_specs(add_scopes or ()), changes=self.changes).to_dict()
 
     def set_tool_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
         return registry.set_tool_enabled(self.db, name, enabled, changes=self.changes).to_dict()

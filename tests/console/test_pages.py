@@ -84,6 +84,11 @@ def test_tool_and_provider_edits_and_status(admin: Console, live_sqlite: LiveIss
     admin.post("/tools/tickets/enabled", {"enabled": "true"})
     bad = admin.post("/tools/tickets", {"rate_limit": "lots"})
     assert bad.status_code == 400 and "rate-limit" in text(bad)
+    assert admin.post("/tools/tickets", {"add_scopes": "tickets:close = close"}).status_code == 303
+    closing = [s for s in service(live_sqlite).get_tool("tickets")["scopes"] if s["name"] == "tickets:close"]
+    assert closing == [{"name": "tickets:close", "description": "", "actions": ["close"]}]
+    twice = admin.post("/tools/tickets", {"add_scopes": "tickets:read"})
+    assert twice.status_code == 400 and "already defined" in text(twice) and "tickets:read</textarea>" in text(twice)
     assert admin.post("/idps/idp-a/enabled", {"enabled": "false"}).status_code == 303
     assert live_sqlite.exchange().json()["error"] == "invalid_grant"
     assert admin.get("/tools/nope").status_code == 404 and admin.get("/idps/nope").status_code == 404

@@ -58,9 +58,10 @@ def register(bp: Blueprint) -> None:
             service().update_tool(
                 name, description=forms.text("description", 1000), rate_limit=forms.text("rate_limit", 100),
                 redact_arguments=forms.lines("redact_arguments"), hash_arguments=forms.lines("hash_arguments"),
+                add_scopes=_scopes(forms.text("add_scopes", 20_000)),
             )
         except ConfigurationError as e:
-            return render("tool.html", 400, tool=tool, error=describe(e))
+            return render("tool.html", 400, tool=tool, error=describe(e), form=forms.echo())
         return redirect(url_for("console.tool_edit", name=name, done="saved"), 303)
 
     @bp.post("/tools/<name>/enabled")
