@@ -767,8 +767,11 @@ def status(env: _Env, as_json: bool) -> None:
     click.echo(f"last hour: {ex['totals']['granted']} granted, {ex['totals']['denied']} denied, "
                f"{ex['rate_limited']} refused by a rate limit")
     audit = out["audit"]
-    click.echo(f"audit chain: {'verified' if audit['ok'] else 'FAILED: ' + str(audit['problem'])} "
-               f"({audit['rows']} records)")
+    if audit is None:
+        click.echo(f"audit chain: {out['audit_size']} records; run `issuer audit verify` to check them")
+    else:
+        click.echo(f"audit chain: {'verified' if audit['ok'] else 'FAILED: ' + str(audit['problem'])} "
+                   f"({audit['rows']} records)")
 
 
 # ----------------------------------------------------------------------------- admin keys

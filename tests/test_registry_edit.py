@@ -135,7 +135,19 @@ def test_the_overview_counts_the_last_hour_by_decision(admin: Admin) -> None:
     assert body["readiness"]["database"] == "ok" and body["readiness"]["keys"] == "ok"
     assert body["exchanges"]["totals"] == {"granted": 1, "denied": 1}
     assert len(body["exchanges"]["buckets"]) == 12 and body["policy_version"] == 1
-    assert body["audit"]["ok"] is True and body["rotation"]["active"]
+    assert body["audit"]["ok"] is True and body["rotation"]["active"] and body["audit_size"] == 2
+
+
+def test_a_large_trail_is_not_verified_on_every_look(admin: Admin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overview must stay cheap on a trail of millions of records; `audit verify` still reads them all."""
+    import issuer.admin.service
+
+    monkeypatch.setattr(issuer.admin.service, "VERIFY_INLINE_UP_TO", 1)
+    admin.live.exchange()
+    admin.live.exchange()
+    body = admin("GET", "/overview").json()
+    assert body["audit"] is None and body["audit_size"] == 2
+    assert admin("GET", "/audit/verify").json()["rows"] == 2
 
 
 def test_a_decision_is_tested_against_one_call_s_arguments(live_sqlite: LiveIssuer) -> None:

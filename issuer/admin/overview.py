@@ -21,11 +21,15 @@ from ..keys import JWKS_MAX_AGE, KeyStore
 from ..models import AuditEvent
 from ..settings import Settings
 
-__all__ = ["DECISIONS", "Window", "decision_counts", "readiness", "rotation_state"]
+__all__ = ["DECISIONS", "VERIFY_INLINE_UP_TO", "Window", "decision_counts", "readiness", "rotation_state",
+           "trail_size"]
 
 DECISIONS = ("granted", "denied")
 #: The audit reason of an exchange refused by a rate limit.
 RATE_LIMITED = "rate_limited"
+#: Verification reads every record and checks its tag; beyond this many records the overview leaves it to
+#: ``audit verify`` rather than make every look at the overview cost seconds of database reads.
+VERIFY_INLINE_UP_TO = 100_000
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,9 @@ def decision_counts(db: Database, window: Window) -> dict[str, Any]:
     totals = {d: sum(int(b[d]) for b in buckets) for d in DECISIONS}
     return {"since": clock.iso(start), "until": clock.iso(end), "bucket_seconds": step, "buckets": buckets,
             "totals": totals, "rate_limited": int(limited)}
+
+
+def trail_size(db: Database) -> int:
+    """The newest audit record's id: how many records verification would read, from the primary key alone."""
+    with db.session() as s:
+        return int(s.execute(select(func.coalesce(func.max(AuditEvent.id), 0))).scalar_one())

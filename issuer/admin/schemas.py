@@ -378,7 +378,10 @@ class Overview(_Response):
     keys: list[SigningKey]
     rotation: Rotation
     exchanges: Decisions
-    audit: AuditVerification
+    audit_size: int = Field(description="The newest audit record's id")
+    audit: AuditVerification | None = Field(
+        description="audit verify's result; null when the trail is too large to verify on every look (use "
+                    "GET /audit/verify)")
 
 
 REQUESTS: dict[str, type[BaseModel]] = {m.__name__: m for m in (

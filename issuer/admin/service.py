@@ -26,7 +26,7 @@ from ..revocation import RevocationList
 from ..settings import Settings
 from . import credentials
 from .changes import ChangeLog, change_dict, verify_changes
-from .overview import Window, decision_counts, readiness, rotation_state
+from .overview import VERIFY_INLINE_UP_TO, Window, decision_counts, readiness, rotation_state, trail_size
 
 __all__ = ["AUDIT_FILTERS", "AdminService", "parse_time"]
 
@@ -220,10 +220,11 @@ class AdminService:
     def overview(self) -> dict[str, Any]:
         """Readiness, policy, keys, the last hour's decisions and the audit chain: one look at the deployment."""
         versions = registry.list_policy_versions(self.db)
+        size = trail_size(self.db)
         return {"time": clock.iso(clock.now()), "readiness": readiness(self.db, self.keys, self.settings),
                 "policy_version": versions[0][0] if versions else None, "keys": self.list_keys(),
                 "rotation": rotation_state(self.keys), "exchanges": decision_counts(self.db, Window()),
-                "audit": self.verify_audit()}
+                "audit_size": size, "audit": self.verify_audit() if size <= VERIFY_INLINE_UP_TO else None}
 
     # ------------------------------------------------------------------ audit
     def query_audit(self, filters: Mapping[str, str | None] | None = None, *, since: datetime | None = None,
