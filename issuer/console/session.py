@@ -16,7 +16,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from flask import Flask, current_app, session
+from flask import Flask, Request, current_app, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import BadSignature
 
 from .. import clock
 from ..admin.credentials import AdminIdentity, authenticate, identity
@@ -28,6 +30,7 @@ COOKIE = "issuer_console"
 #: A session ends this long after sign-in, however active (seconds).
 MAX_AGE = 12 * 3600
 _KEY, _CSRF, _SEEN, _SINCE = "k", "c", "t", "s"
+_SKEW = 60
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,31 @@ class Signed:
     ended: str | None = None
 
 
+class _Sessions(SecureCookieSessionInterface):
+    """Flask's signed cookie, without Flask's own age check.
+
+    That check refuses a cookie signed "in the future", which is what a
+    replica whose clock is a second behind the one that signed it would see,
+    signing people out at random behind a load balancer. The console enforces
+    its own idle and age limits from the session's content (:func:`current`).
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        signer = self.get_signing_serializer(app)
+        if signer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        try:
+            return self.session_class(signer.loads(value))
+        except BadSignature:
+            return self.session_class()
+
+
 def configure(app: Flask, settings: Settings, pepper: bytes) -> None:
     """Cookie flags and the signing key; the key is the pepper's, for this purpose only."""
+    app.session_interface = _Sessions()
     app.secret_key = hmac.new(pepper, b"issuer-console-session", hashlib.sha256).hexdigest()
     app.config.update(
         SESSION_COOKIE_NAME=COOKIE,
@@ -93,7 +119,8 @@ def current() -> Signed:
     if not isinstance(seen, int) or not isinstance(since, int):
         session.clear()
         return Signed(None)
-    if now - seen > ctx.settings.console_idle_timeout or now - since > MAX_AGE or now < since:
+    # Replicas' clocks differ a little: a session that seems to start in the future is fine within the skew.
+    if now - seen > ctx.settings.console_idle_timeout or now - since > MAX_AGE or since - now > _SKEW:
         session.clear()
         return Signed(None, "Your session ended after a period of inactivity. Sign in again.")
     who = identity(ctx.db, key_id)

@@ -8,6 +8,7 @@ creates it.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,24 @@ def test_a_revoked_admin_key_ends_its_sessions_at_the_next_click(live_sqlite: Li
     assert resp.status_code == 302 and "ended=1" in resp.headers["Location"]
 
 
+def test_a_forged_session_cookie_is_refused(live_sqlite: LiveIssuer, admin_key: str) -> None:
+    """Key ids are not secret (the change log shows them): only the cookie's signature, under a key derived
+    from the pepper, makes a session. A cookie signed with any other key is an empty session."""
+    from flask.sessions import SecureCookieSessionInterface
+    from itsdangerous import URLSafeTimedSerializer
+
+    interface = SecureCookieSessionInterface()
+    now = int(time.time())
+    forged = URLSafeTimedSerializer("guessed", salt=interface.salt, serializer=interface.serializer,
+                                    signer_kwargs={"key_derivation": "hmac", "digest_method": interface.digest_method}
+                                    ).dumps({"k": admin_key.split("_")[1], "c": "x", "t": now, "s": now})
+    client = live_sqlite.app.test_client()
+    client.set_cookie(COOKIE, forged, path="/console")
+    assert client.get("/console/").status_code == 302
+    client.set_cookie(COOKIE, forged.split(".")[0], path="/console")  # the payload alone
+    assert client.get("/console/").status_code == 302
+
+
 # ----------------------------------------------------------------------------- idle timeout
 
 
@@ -132,6 +151,17 @@ def test_a_session_ends_after_its_maximum_age_however_active(live_sqlite: LiveIs
             frozen.tick(idle - 60)
             console.get("/tools")
         frozen.tick(idle - 60)
+        assert console.get("/").status_code == 302
+
+
+def test_a_replica_whose_clock_is_a_little_behind_keeps_the_session(live_sqlite: LiveIssuer, admin_key: str) -> None:
+    """Replicas share the cookie; a few seconds between their clocks must not sign anyone out."""
+    with freeze_time("2026-11-25 10:00:00") as frozen:
+        console = Console(live_sqlite.app.test_client(), admin_key)
+        console.sign_in()
+        frozen.move_to("2026-11-25 09:59:30")
+        assert console.get("/").status_code == 200
+        frozen.move_to("2026-11-25 09:57:00")
         assert console.get("/").status_code == 302
 
 
