@@ -111,8 +111,14 @@ def test_clients_dpop_and_disable(admin: Console, live_sqlite: LiveIssuer) -> No
     assert service(live_sqlite).get_client("mcp-other")["dpop_required"] is True
     assert admin.post("/clients/mcp-other/enabled", {"enabled": "false"}).status_code == 303
     assert service(live_sqlite).get_client("mcp-other")["enabled"] is False
-    bad = admin.post("/clients", {"client_id": "c", "resource_uri": "https://c.example", "max_lifetime": "5"})
+    bad = admin.post("/clients", {"client_id": "c", "resource_uri": "https://c.example", "max_lifetime": "5",
+                                  "tools": ["files", "tickets"], "auth_methods": ["client_secret_post"],
+                                  "dpop_required": "on"})
     assert bad.status_code == 400 and "max-lifetime: between 10 and 900 seconds" in text(bad)
+    form = text(bad)  # what was chosen is chosen again
+    assert 'value="tickets" checked' in form and 'value="files" checked' in form
+    assert 'value="client_secret_post" checked' in form and 'value="client_secret_basic" checked' not in form
+    assert 'name="dpop_required" checked' in form
     assert admin.get("/clients/nope").status_code == 404
 
 

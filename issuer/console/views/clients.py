@@ -18,7 +18,8 @@ _METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 def _list(error: str | None = None, status: int = 200) -> tuple[str, int]:
     svc = service()
     return render("clients.html", status, clients=svc.list_clients(), tools=svc.list_tools(), methods=_METHODS,
-                  error=error, form=forms.echo() if error else {})
+                  error=error, form=forms.echo() if error else {}, chosen_tools=forms.many("tools") if error else [],
+                  chosen_methods=forms.many("auth_methods") if error else list(_METHODS[:2]))
 
 
 def register(bp: Blueprint) -> None:
