@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from issuer.admin.service import AdminService
 from tests.conftest import LiveIssuer
 from tests.console.conftest import Console
@@ -142,3 +144,23 @@ def test_an_admin_key_is_shown_once_and_can_be_revoked(admin: Console, live_sqli
     bad = admin.post("/admin-keys", {"name": "x", "role": "root"})
     assert bad.status_code == 400 and "role: choose from" in text(bad)
     assert admin.post("/admin-keys/0000000000000000/revoke").status_code == 404
+
+
+def test_older_records_are_a_link_away(admin: Console, live_sqlite: LiveIssuer,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import issuer.console.views.audit as audit_view
+
+    monkeypatch.setattr(audit_view, "PAGE", 2)
+    for _ in range(3):
+        live_sqlite.exchange(scope="tickets:write")
+    page = text(admin.get("/audit?decision=denied"))
+    assert len(re.findall(r'href="/console/audit/[0-9]+"', page)) == 2
+    older = re.search(r'href="(/console/audit\?[^"]+)" rel="next"', page)
+    assert older and "decision=denied" in older.group(1)
+    rest = text(admin.get(older.group(1).replace("&amp;", "&").removeprefix("/console")))
+    assert re.findall(r'href="/console/audit/([0-9]+)"', rest) == ["1"]
+
+
+def test_the_console_without_its_slash(live_sqlite: LiveIssuer) -> None:
+    resp = live_sqlite.app.test_client().get("/console")
+    assert resp.status_code in (301, 308) and resp.headers["Location"].endswith("/console/")

@@ -29,11 +29,12 @@ def _filters() -> tuple[dict[str, str | None], datetime | None, datetime | None]
     return filters, since, until
 
 
-def _query_string() -> str:
+def _query_string(**override: str) -> str:
     from urllib.parse import urlencode
 
     keys = (*AUDIT_FILTERS, "since", "until")
-    return urlencode([(k, request.args[k]) for k in keys if request.args.get(k)])
+    pairs = {k: request.args[k] for k in keys if request.args.get(k)}
+    return urlencode({**pairs, **override})
 
 
 def register(bp: Blueprint) -> None:
@@ -45,7 +46,9 @@ def register(bp: Blueprint) -> None:
             rows = service().query_audit(filters, since=since, until=until, limit=PAGE, newest_first=True)
         except ConfigurationError as e:
             return render("audit.html", 400, rows=[], error=describe(e), **values)
-        return render("audit.html", rows=rows, page=PAGE, **values)
+        # A full page has older records behind it: the same filters, until the oldest shown.
+        older = _query_string(until=rows[-1]["time"]) if len(rows) == PAGE else None
+        return render("audit.html", rows=rows, page=PAGE, older=older, **values)
 
     @bp.get("/audit/<int:record_id>")
     def audit_record(record_id: int) -> tuple[str, int]:
