@@ -53,6 +53,20 @@ rules:
     scopes: [tool:read_file]
     constraints:
       path: {prefix: "/home/${sub}/"}
+  - id: support-prompts
+    idp: idp-a
+    groups: [support]
+    clients: [mcp-gateway]
+    tool: helpdesk-tools
+    scopes: [prompt:triage]
+  - id: support-own-files
+    idp: idp-a
+    groups: [support]
+    clients: [mcp-gateway]
+    tool: helpdesk-tools
+    scopes: [resource:read]
+    constraints:
+      uri: {glob: "file:///home/${sub}/*"}
   - id: counting
     idp: idp-a
     groups: [support]
@@ -90,6 +104,8 @@ def register(issuer: LiveIssuer) -> None:
     add_idp(issuer.db, name=issuer.idp.name, issuer=issuer.idp.issuer, jwks_uri=issuer.idp.jwks_uri,
             algorithms=("ES256", "RS256"), attribute_claims=("projects",), allow_insecure_loopback=True)
     scopes = [ScopeSpec("mcp:connect")] + [ScopeSpec(f"tool:{t}", actions=(t,)) for t in TOOLS]
+    scopes += [ScopeSpec(f"prompt:{p}", actions=(f"prompt:{p}",)) for p in ("triage", "escalate")]
+    scopes += [ScopeSpec("resource:read", actions=("resource:read",))]
     add_tool(issuer.db, name="helpdesk-tools", resource_uri=GATED_RESOURCE, scopes=scopes)
     issuer.add_client("mcp-gateway", GATEWAY_RESOURCE, ["helpdesk-tools"])
     issuer.apply(POLICY)
@@ -107,6 +123,30 @@ def add_count_tool(helpdesk: GatedHelpdesk, release: threading.Event) -> None:
         return "released by the client" if released else "nobody saw the progress"
 
 
+def add_prompts_and_resources(helpdesk: GatedHelpdesk) -> None:
+    """Prompts and resources are decided like tools: each get or read is an exchange with its arguments."""
+    server = helpdesk.server
+
+    @server.prompt()
+    async def triage(ticket: str) -> str:
+        await helpdesk._authorize("prompt:triage", {"ticket": ticket})
+        return f"Triage ticket {ticket}: severity, owner, next step."
+
+    @server.prompt()
+    async def escalate(ticket: str) -> str:
+        await helpdesk._authorize("prompt:escalate", {"ticket": ticket})
+        return f"Escalate {ticket}."
+
+    for path in ("/home/alice/notes.txt", "/home/bob/salary.txt"):
+        def reader(uri: str = f"file://{path}") -> Any:
+            async def read() -> str:
+                await helpdesk._authorize("resource:read", {"uri": uri})
+                return f"contents of {uri}"
+            return read
+
+        server.resource(f"file://{path}", name=path.rsplit("/", 1)[1])(reader())
+
+
 @pytest.fixture
 def world(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, idp: FakeIdP) -> Iterator[World]:
     """The world; ``@pytest.mark.parametrize("world", [True], indirect=True)`` makes the MCP server answer JSON."""
@@ -115,6 +155,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, idp: 
     helpdesk = GatedHelpdesk(issuer.url)
     release = threading.Event()
     add_count_tool(helpdesk, release)
+    add_prompts_and_resources(helpdesk)
     mcp = BackgroundAsgi(helpdesk.app(json_response=getattr(request, "param", False)))
     config = GatewayConfig(upstream=f"{mcp.url}{GATED_PATH}", resource=GATEWAY_RESOURCE, issuer=issuer.url,
                            upstream_resource=GATED_RESOURCE, client_id="mcp-gateway",

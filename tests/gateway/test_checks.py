@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from issuer.gateway.security_log import AUDIT_LOGGER
+from tests.conftest import free_port
 from tests.gateway.conftest import GATEWAY_RESOURCE, Raw, World, messages
 
 LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
@@ -161,3 +162,52 @@ def test_metadata_and_health(world: World) -> None:
         assert doc["resource"] == GATEWAY_RESOURCE and doc["bearer_methods_supported"] == ["header"]
     assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{base}/other").status_code == 404
+
+
+def test_when_the_issuer_cannot_decide_nothing_is_forwarded(world: World, raw: Raw) -> None:
+    """Fail closed: a call the issuer could not decide is refused, never forwarded on the strength of a session."""
+    alice = world.token()
+    sid = raw.initialize(alice)
+    before = world.helpdesk.requests
+    world.gateway.decider._client._endpoint = f"http://127.0.0.1:{free_port()}/token"  # the issuer is gone
+    h = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "list_tickets", "arguments": {"project": "apollo"}}}
+    resp = raw.post(call, alice, headers=h)
+    assert resp.status_code == 200
+    assert resp.json()["error"] == {"code": -32000, "message": "the issuer could not decide this call; try again later"}
+    assert world.helpdesk.requests == before
+    newcomer = raw.post(LIST, world.token("alice", jti="another-token"))
+    assert newcomer.status_code == 503 and world.helpdesk.requests == before
+
+
+def test_an_unreachable_or_refusing_mcp_server_is_502_not_500(world: World) -> None:
+    from issuer.demo.gated_mcp import GatedHelpdesk
+    from issuer.demo.servers import BackgroundAsgi
+    from issuer.gateway import Gateway, GatewayConfig
+
+    config = world.gateway.config
+    # A server that expects capabilities for another audience refuses the gateway's with 401.
+    other = GatedHelpdesk(world.issuer.url, resource="https://someone-else.example")
+    refusing = BackgroundAsgi(other.app())
+    targets = {"unreachable": f"http://127.0.0.1:{free_port()}/mcp", "refusing": f"{refusing.url}/mcp"}
+    try:
+        for name, upstream in targets.items():
+            gateway = BackgroundAsgi(Gateway(GatewayConfig(
+                upstream=upstream, resource=config.resource, issuer=config.issuer,
+                upstream_resource=config.upstream_resource, client_id=config.client_id,
+                client_secret=config.client_secret)))
+            try:
+                resp = Raw.__new__(Raw)
+                resp.world, resp.http = world, httpx.Client(timeout=30)
+                answer = resp.post({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}},
+                    world.token(), url=f"{gateway.url}/mcp")
+                resp.http.close()
+                assert answer.status_code == 502, name
+                assert answer.json()["error"]["code"] == -32000
+            finally:
+                gateway.close()
+    finally:
+        refusing.close()
+        other.close()
