@@ -33,7 +33,7 @@ import mcp_types.version as mcp_versions
 
 from .asgi_io import Headers, Receive, Scope, Send, send_json, send_response
 from .config import GatewayConfig
-from .decisions import CallRefused, Decider, NoGrant, Unauthenticated, Unavailable, UserGrant
+from .decisions import RESOURCE_ACTION, CallRefused, Decider, NoGrant, Unauthenticated, Unavailable, UserGrant
 from .jsonrpc import (
     CALL_METHODS,
     INVALID_REQUEST,
@@ -274,6 +274,9 @@ class Gateway:
     async def _decide(self, scope: Scope, message: Message, token: str | None, grant: UserGrant) -> str:
         """The capability this message is forwarded with, or a refusal."""
         m = message.method
+        if m == "completion/complete" and message.is_request and not _may_complete(message.params, grant):
+            raise _Refusal(200, error_body(message.request_id, REFUSED, "completion for something this user may "
+                                                                          "not use", {"reason": "not_permitted"}))
         if m is None or m in LIST_METHODS or m in PASS_METHODS or (m.startswith("notifications/")
                                                                   and not message.is_request):
             return grant.capability
@@ -324,9 +327,9 @@ class Gateway:
             except ValueError:
                 raise _rpc_refusal(502, UNAVAILABLE, "the MCP server sent a malformed session id") from None
         ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        if transform is not None and ctype == "application/json" and json_transform:
+        if ctype == "application/json":  # one message: nothing to stream, so no copy loop to run
             raw = await _read_bounded(resp, 16 * 1024 * 1024)
-            body = _rewrite_json(raw, transform)
+            body = _rewrite_json(raw, transform) if transform is not None and json_transform else raw
             out.append((b"content-length", str(len(body)).encode()))
             await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
             await send({"type": "http.response.body", "body": body})
@@ -337,6 +340,18 @@ class Gateway:
             chunks = rewrite_events(chunks, transform)
         await pump(receive, send, chunks, lambda e: log.info("stream from the MCP server ended: %s",
                                                               type(e).__name__))
+
+
+def _may_complete(params: dict[str, Any], grant: UserGrant) -> bool:
+    """Argument completion reveals a prompt's or resource template's values: only for what the user may use."""
+    ref = params.get("ref")
+    if not isinstance(ref, dict):
+        return False
+    if ref.get("type") == "ref/prompt":
+        return isinstance(ref.get("name"), str) and f"prompt:{ref['name']}" in grant.actions
+    if ref.get("type") == "ref/resource":
+        return RESOURCE_ACTION in grant.actions
+    return False
 
 
 def _client(scope: Scope) -> str:

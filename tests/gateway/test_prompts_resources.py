@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
@@ -43,3 +45,17 @@ def test_prompts_and_resources_are_decided_and_filtered(world: World) -> None:
                for r in world.audit() if r.requested_scopes != "mcp:connect" and r.requested_scopes]
     assert ("denied", "resource:read", {"uri": "file:///home/bob/salary.txt"}) in decided
     assert ("granted", "prompt:triage", {"ticket": "101"}) in decided
+
+
+def test_argument_completion_only_for_what_the_user_may_use(world: World, raw: Any) -> None:
+    """completion/complete would list a prompt's argument values: refused for prompts the user may not get."""
+    token = world.token("mallory")
+    sid = raw.initialize(token)
+    h = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    before = world.helpdesk.requests
+    for ref in ({"type": "ref/prompt", "name": "triage"}, {"type": "ref/resource", "uri": "file:///home/{u}"},
+                {"type": "ref/other"}, "junk"):
+        resp = raw.post({"jsonrpc": "2.0", "id": 3, "method": "completion/complete",
+                         "params": {"ref": ref, "argument": {"name": "ticket", "value": "1"}}}, token, headers=h)
+        assert resp.json()["error"]["data"] == {"reason": "not_permitted"}
+    assert world.helpdesk.requests == before
