@@ -9,8 +9,11 @@ from typing import Any
 import anyio
 import pytest
 from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from issuer.gateway.decisions import GrantCache, NoGrant, UserGrant, call_target
+from issuer.gateway.jsonrpc import MessageError, parse_message
 from issuer.gateway.listing import filter_result
 from issuer.gateway.sessions import SessionBinder, SessionRefused
 from issuer.gateway.sse import rewrite_events
@@ -118,3 +121,20 @@ def test_sse_events_are_rewritten_across_chunk_boundaries() -> None:
     assert tail.startswith("id: 7\n") and tail.endswith("\n\n")
     data = json.loads(tail.split("data: ", 1)[1])
     assert data["result"] == {"tools": [{"name": "a"}]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+        ["jsonrpc", "id", "method", "params", "result", "error", "name", "arguments"]), inner, max_size=6),
+    max_leaves=20).map(lambda v: json.dumps(v).encode())))
+def test_any_body_parses_or_is_a_json_rpc_error(body: bytes) -> None:
+    """Whatever arrives, the parser answers with a message or a MessageError carrying a JSON-RPC code: never a 500."""
+    try:
+        message = parse_message(body)
+    except MessageError as e:
+        assert e.code in (-32700, -32600, -32602)
+        return
+    assert message.value.get("jsonrpc") == "2.0"
+    assert json.loads(message.encode()) == message.value
