@@ -193,7 +193,7 @@ class Gateway:
         except ValueError as e:
             raise _rpc_refusal(400, INVALID_REQUEST, f"bad request: {e}") from None
         for value in (authorization, session_id, version, origin):
-            if value is not None and (len(value) > _MAX_HEADER or any(not " " <= c <= "~" for c in value)):
+            if value is not None and (len(value) > _MAX_HEADER or not (value.isascii() and value.isprintable())):
                 raise _rpc_refusal(400, INVALID_REQUEST, "bad request: a header has characters it may not contain")
         if session_id is not None and (not session_id or len(session_id) > 300 or " " in session_id):
             raise _rpc_refusal(400, INVALID_REQUEST, "bad request: malformed Mcp-Session-Id")

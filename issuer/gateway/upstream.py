@@ -20,6 +20,7 @@ FORWARDED_RESPONSE_HEADERS: Final = ("content-type", "cache-control", "retry-aft
 class Upstream:
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
+        self._url = httpx.URL(url)  # parsed once, not per request
         # No proxies from the environment, no redirects, no cookies: the MCP server is one fixed address.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0), trust_env=False, follow_redirects=False,
@@ -28,7 +29,7 @@ class Upstream:
 
     async def open(self, method: str, headers: Sequence[tuple[str, str]], body: bytes | None,
                    query: str = "") -> httpx.Response:
-        url = self.url if not query else f"{self.url}?{query}"
+        url = self._url if not query else httpx.URL(f"{self.url}?{query}")
         request = self.client.build_request(method, url, headers=list(headers), content=body)
         return await self.client.send(request, stream=True)
 
