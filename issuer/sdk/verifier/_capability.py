@@ -132,6 +132,8 @@ _PREPARED_MAX = 4096
 
 
 def _prepared(constraints: Any) -> Prepared:
+    # The claims are frozen (read-only list and dict subclasses); the evaluator accepts exact JSON types only.
+    constraints = thaw(constraints)
     try:
         key = json.dumps(constraints, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):

@@ -365,3 +365,12 @@ def test_all_refusals_are_capability_errors(fake: FakeIssuer, verifier: Capabili
     for kw in ({"scope": "admin"}, {"action": "write"}, {"arguments": {}}):
         with pytest.raises(CapabilityError):
             verifier.authorize(cap, **kw)
+
+
+def test_every_operator_with_an_array_operand_works_in_a_session_capability(
+        fake: FakeIssuer, verifier: CapabilityVerifier) -> None:
+    """The claims are frozen read-only lists; the constraints still evaluate (an `in` was once refused)."""
+    cap = session(fake, verifier, constraints={"project": {"in": ["apollo", "gemini"]}, "path": {"glob": "/r/*"}})
+    verifier.authorize(cap, arguments={"project": "apollo", "path": "/r/x"})
+    with pytest.raises(ConstraintViolated):
+        verifier.authorize(cap, arguments={"project": "mercury", "path": "/r/x"})
