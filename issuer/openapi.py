@@ -30,6 +30,10 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF.format(model=name)}
 
 
+#: A compact JWS: three base64url segments.
+_COMPACT_JWS = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -97,11 +101,14 @@ def _oauth_paths() -> dict[str, Any]:
         }},
         REVOCATION_FEED_PATH: {"get": {
             "operationId": "revocation_feed", "tags": ["oauth"], "security": [],
-            "summary": "Revoked capabilities and subjects, for verifiers to poll",
+            "summary": "Revoked capabilities, users and clients, for verifiers to poll: a signed JWS",
             "parameters": [{"name": "since", "in": "query", "schema": {"type": "number"},
                             "description": "issued_at of the previous answer"}],
-            "responses": {"200": _json(_ref("RevocationFeed"), "Entries revoked since `since`"),
-                          **_errors(400, 503)},
+            "responses": {"200": {
+                "description": "Entries revoked since `since`: a compact JWS (typ `revocation-feed+jwt`, signed by "
+                               "a key of the JWKS) whose payload is a RevocationFeed",
+                "content": {"application/jwt": {"schema": {"type": "string", "pattern": _COMPACT_JWS}}}},
+                **_errors(400, 503)},
         }},
         WELL_KNOWN_PATH: {"get": {
             "operationId": "metadata", "tags": ["oauth"], "security": [],
@@ -206,8 +213,14 @@ def _component_schemas() -> dict[str, Any]:
                                          "expires_in": {"type": "integer"}, "scope": _S,
                                          "authorization_details": {"type": "array"}}},
         "Introspection": {"type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}}},
-        "RevocationFeed": {"type": "object", "required": ["issued_at", "jtis", "subjects"], "properties": {
+        "RevocationFeed": {"type": "object", "required": ["iss", "iat", "version", "issued_at", "jtis", "subjects",
+                                                          "clients"], "properties": {
+            "iss": _S, "iat": {"type": "integer"},
+            "version": {"type": "integer", "description": "Only increases: a verifier refuses an older feed"},
             "issued_at": {"type": "number"},
+            "clients": {"type": "array", "items": {"type": "object", "required": ["client_id", "revoked_before"],
+                                                   "properties": {"client_id": _S,
+                                                                  "revoked_before": {"type": "integer"}}}},
             "jtis": {"type": "array", "items": {"type": "object", "required": ["jti", "exp"], "properties": {
                 "jti": _S, "exp": {"type": "integer"}}}},
             "subjects": {"type": "array", "items": {"type": "object", "required": ["sub_sha256", "revoked_before"],

@@ -23,11 +23,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from issuer.admin.service import AdminService
+from issuer.oauth.rfc8414 import REVOCATION_FEED_PATH
 from issuer.openapi import OPENAPI_PATH, build_openapi
 from tests.conftest import LiveIssuer, make_settings
 from tests.support.fake_idp import FakeIdP
 
 DOCUMENT = build_openapi()
+
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 
 
@@ -74,7 +76,9 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 def test_no_5xx_and_every_response_matches_the_document(case: schemathesis.Case,
                                                         server: tuple[LiveIssuer, str]) -> None:
     live, key = server
-    case.call_and_validate(
-        base_url=live.url, headers={"Authorization": f"Bearer {key}"}, timeout=10,
-        checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance],
-    )
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    if case.operation.path == REVOCATION_FEED_PATH:
+        # schemathesis takes application/jwt for JSON and parses the signed feed as such; the feed's body is
+        # verified as a JWS, payload and all, by tests/test_revocation_e2e.py::feed.
+        checks.remove(response_schema_conformance)
+    case.call_and_validate(base_url=live.url, headers={"Authorization": f"Bearer {key}"}, timeout=10, checks=checks)
