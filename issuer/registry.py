@@ -218,6 +218,18 @@ def _bump(s: Session) -> None:
     s.execute(update(ConfigState).where(ConfigState.id == 1).values(generation=ConfigState.generation + 1))
 
 
+def _set(s: Session, row: Any, attr: str, value: object, action: str, target: str,
+         changes: ChangeRecorder | None) -> None:
+    """Change one column of a registry row: replicas reload, and the change log says before and after.
+    Setting what is already there changes nothing and records nothing."""
+    before = getattr(row, attr)
+    if before == value:
+        return
+    setattr(row, attr, value)
+    _bump(s)
+    if changes:
+        changes(s, action, target, {attr: before}, {attr: value})
+
 def load_snapshot(db: Database, pepper: bytes) -> Snapshot:
     with db.session() as s:
         gen = _generation(s)
@@ -414,13 +426,7 @@ def set_idp_enabled(db: Database, name: str, enabled: bool, *, changes: ChangeRe
     registered so its namespace keeps naming the same users when it comes back."""
     with db.session() as s:
         row = _idp_row(s, name)
-        before = row.enabled
-        row.enabled = enabled
-        if before != enabled:
-            _bump(s)
-            if changes:
-                changes(s, "idp.enable" if enabled else "idp.disable", name, {"enabled": before},
-                        {"enabled": enabled})
+        _set(s, row, "enabled", enabled, "idp.enable" if enabled else "idp.disable", name, changes)
         return _idp_view(row)
 
 
@@ -543,13 +549,7 @@ def set_tool_enabled(db: Database, name: str, enabled: bool, *, changes: ChangeR
     status = "active" if enabled else "disabled"
     with db.session() as s:
         row = _tool_row(s, name)
-        before = row.status
-        row.status = status
-        if before != status:
-            _bump(s)
-            if changes:
-                changes(s, "tool.enable" if enabled else "tool.disable", name, {"status": before},
-                        {"status": status})
+        _set(s, row, "status", status, "tool.enable" if enabled else "tool.disable", name, changes)
         return _tool_view(row)
 
 
@@ -672,12 +672,7 @@ def set_client_enabled(db: Database, client_id: str, enabled: bool, *,
     """A disabled client fails authentication everywhere (its capabilities already out expire on their own)."""
     with db.session() as s:
         row = _client_row(s, client_id)
-        before = row.enabled
-        row.enabled = enabled
-        _bump(s)
-        if changes and before != enabled:
-            changes(s, "client.enable" if enabled else "client.disable", client_id,
-                    {"enabled": before}, {"enabled": enabled})
+        _set(s, row, "enabled", enabled, "client.enable" if enabled else "client.disable", client_id, changes)
         return _client_view(row, b"")
 
 
@@ -687,11 +682,7 @@ def set_client_dpop_required(db: Database, client_id: str, required: bool, *,
     already issued as bearer tokens stay valid until they expire (revoke the client to end them now)."""
     with db.session() as s:
         row = _client_row(s, client_id)
-        before = bool(row.dpop_required)
-        row.dpop_required = required
-        _bump(s)
-        if changes and before != required:
-            changes(s, "client.dpop_required", client_id, {"dpop_required": before}, {"dpop_required": required})
+        _set(s, row, "dpop_required", required, "client.dpop_required", client_id, changes)
         return _client_view(row, b"")
 
 
