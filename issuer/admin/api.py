@@ -121,16 +121,20 @@ def get_idp(name: str) -> Response:
     return json_response(_service().get_idp(name))
 
 
-def update_idp(name: str) -> Response:
-    b = _body(m.IdpUpdate)
-    service = _service()
-    fields = b.model_dump(exclude={"enabled"})
-    if b.enabled is None and all(v is None for v in fields.values()):
+def _patch(name: str, body: Any, update: Callable[..., Any], set_enabled: Callable[[str, bool], Any]) -> Response:
+    """A PATCH of a registration: its fields, and ``enabled``, each only when given."""
+    fields = body.model_dump(exclude={"enabled"})
+    if body.enabled is None and all(v is None for v in fields.values()):
         raise ConfigurationError("give at least one field to change")
-    idp = service.update_idp(name, **fields) if any(v is not None for v in fields.values()) else None
-    if b.enabled is not None:
-        idp = service.set_idp_enabled(name, b.enabled)
-    return json_response(idp)
+    result = update(name, **fields) if any(v is not None for v in fields.values()) else None
+    if body.enabled is not None:
+        result = set_enabled(name, body.enabled)
+    return json_response(result)
+
+
+def update_idp(name: str) -> Response:
+    service = _service()
+    return _patch(name, _body(m.IdpUpdate), service.update_idp, service.set_idp_enabled)
 
 
 def list_tools() -> Response:
@@ -147,15 +151,8 @@ def get_tool(name: str) -> Response:
 
 
 def update_tool(name: str) -> Response:
-    b = _body(m.ToolUpdate)
     service = _service()
-    fields = b.model_dump(exclude={"enabled"})
-    if b.enabled is None and all(v is None for v in fields.values()):
-        raise ConfigurationError("give at least one field to change")
-    tool = service.update_tool(name, **fields) if any(v is not None for v in fields.values()) else None
-    if b.enabled is not None:
-        tool = service.set_tool_enabled(name, b.enabled)
-    return json_response(tool)
+    return _patch(name, _body(m.ToolUpdate), service.update_tool, service.set_tool_enabled)
 
 
 def overview() -> Response:
