@@ -132,17 +132,17 @@ _PREPARED_MAX = 4096
 
 
 def _prepared(constraints: Any) -> Prepared:
-    # The claims are frozen (read-only list and dict subclasses); the evaluator accepts exact JSON types only.
-    constraints = thaw(constraints)
+    # The claims are frozen (read-only list and dict subclasses) and the evaluator takes exact JSON types
+    # only: thawed, but only when a constraint set is first seen.
     try:
         key = json.dumps(constraints, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):
-        return prepare(constraints)
+        return prepare(thaw(constraints))
     found = _PREPARED.get(key)
     if found is None:
         if len(_PREPARED) >= _PREPARED_MAX:
             _PREPARED.clear()
-        found = _PREPARED[key] = prepare(constraints)
+        found = _PREPARED[key] = prepare(thaw(constraints))
     return found
 
 
