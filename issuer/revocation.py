@@ -115,19 +115,7 @@ class RevocationList:
         """
         now = clock.now()
         with self._db.serving() as s:
-            found = dict(roots)
-            frontier = list(roots)
-            while frontier and len(found) < MAX_CASCADE:
-                children = s.execute(
-                    select(AuditEvent.jti, AuditEvent.expires_at).where(
-                        AuditEvent.parent_jti.in_(frontier[:1000]), AuditEvent.decision == "granted",
-                        AuditEvent.expires_at > _dt(now))
-                ).all()
-                frontier = frontier[1000:]
-                for jti, exp in children:
-                    if jti is not None and exp is not None and jti not in found:
-                        found[jti] = exp
-                        frontier.append(jti)
+            found = _with_descendants(s, roots, _dt(now))
             rows = [{"jti": j, "expires_at": exp, "revoked_at": _dt(now), "revoked_by": by[:100]}
                     for j, exp in found.items()]
             dialect = s.get_bind().dialect.name
@@ -171,14 +159,7 @@ class RevocationList:
                 roots = list(s.scalars(select(AuditEvent.jti).where(*live, AuditEvent.client_id == client_id)))
             else:
                 raise ValueError("one of jti, sub, client_id")
-            seen = {j for j in roots if j is not None}
-            frontier = list(seen)
-            while frontier and len(seen) < MAX_CASCADE:
-                batch, frontier = frontier[:1000], frontier[1000:]
-                for child in s.scalars(select(AuditEvent.jti).where(*live, AuditEvent.parent_jti.in_(batch))):
-                    if child is not None and child not in seen:
-                        seen.add(child)
-                        frontier.append(child)
+            seen = set(_with_descendants(s, {j: now for j in roots if j is not None}, now))
             already = set(_chunked_in(s, seen))
             return len(seen - already)
 
@@ -212,6 +193,22 @@ class RevocationList:
             "subjects": [{"sub_sha256": h, "revoked_before": math.ceil(_ts(before))} for h, before in subjects],
             "clients": [{"client_id": c, "revoked_before": math.ceil(_ts(before))} for c, before in clients],
         }
+
+
+def _with_descendants(s: Session, roots: Mapping[str, datetime], now: datetime) -> dict[str, datetime]:
+    """``roots`` and every live capability chained from them, however deep (``jti`` -> expiry), through the
+    audit trail's parent links, asked a bounded IN list at a time."""
+    found = dict(roots)
+    frontier = list(roots)
+    while frontier and len(found) < MAX_CASCADE:
+        batch, frontier = frontier[:1000], frontier[1000:]
+        children = s.execute(select(AuditEvent.jti, AuditEvent.expires_at).where(
+            AuditEvent.parent_jti.in_(batch), AuditEvent.decision == "granted", AuditEvent.expires_at > now))
+        for jti, exp in children:
+            if jti is not None and exp is not None and jti not in found:
+                found[jti] = exp
+                frontier.append(jti)
+    return found
 
 
 def _chunked_in(s: Session, jtis: Iterable[str]) -> Iterable[str]:
