@@ -189,6 +189,9 @@ class RateLimiter:
             return conn.read_response()
         except self._no_script:
             pass
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]  # an answer may still be on its way: never hand this socket to the next hit
+            raise
         finally:
             pool.release(conn)
         return self._script(keys=keys, args=args)

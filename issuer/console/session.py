@@ -51,6 +51,10 @@ class _Sessions(SecureCookieSessionInterface):
     """
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        # The cookie is scoped to the console; every other route (the token endpoint above all) would
+        # only pay for building a signer it never uses.
+        if not request.path.startswith(self.get_cookie_path(app)):
+            return self.make_null_session(app)
         signer = self.get_signing_serializer(app)
         if signer is None:
             return None
