@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -114,3 +115,41 @@ def test_a_closed_committer_refuses_rows(db: Database) -> None:
     with pytest.raises(SQLAlchemyError, match="closed"):
         committer.write(_row())
     assert _count(db) == 1
+
+
+def test_a_row_reads_back_exactly_as_written_and_its_tag_still_verifies(db: Database) -> None:
+    """Every column survives the trip (the PostgreSQL path sends rows as one JSON parameter): text that
+    JSON or SQL would mangle, nested details, microseconds, and absent values."""
+    committer = GroupCommitter(db)
+    details = [{"type": "tool", "locations": ["https://t.example/"], "actions": ["read"],
+                "constraints": {"path": {"prefix": "/home/ü'\"\\%$1/"}}, "arguments": None}]
+    rows = [
+        _row(sub="ëve 'quoted' \"double\" \\ back \U0001f600 $1 %s", actor={"sub": "c", "act": {"sub": "d"}},
+             authorization_details=details, txn="t-1", parent_jti="p" * 32, requested_scopes="a b"),
+        _row(),  # every optional column absent
+    ]
+    for row in rows:
+        committer.write(row)
+    committer.write(_row())  # a second write on the same connection reuses the prepared statement
+    with db.session() as s:
+        for row in rows:
+            got = s.scalars(select(AuditEvent).where(AuditEvent.jti == row["jti"])).one()
+            back = {f: getattr(got, f) for f in row}
+            for f in ("time", "expires_at"):  # SQLite keeps no zone: the stored instant is UTC
+                back[f] = back[f] and back[f].replace(tzinfo=back[f].tzinfo or UTC)
+            assert back == row  # times to the microsecond
+            assert row_mac(b"p" * 32, back) == got.mac
+
+
+def test_a_group_is_one_statement_all_or_nothing(db: Database) -> None:
+    """Rows committed together land together: a group with a refused row leaves none of its rows behind
+    before each is retried alone."""
+    committer = GroupCommitter(db)
+    good = _row()
+    bad = dict(good)  # same jti: the unique constraint refuses the pair as one statement
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):  # the driver's error; _commit wraps it
+        committer._execute([good, bad])
+    committer._reset()
+    assert _count(db) == 0
+    committer._execute([_row(), _row(), _row()])
+    assert _count(db) == 3
