@@ -77,14 +77,15 @@ def sqlite_storage(folder: Path) -> Storage:
 
 
 def delete_redis_keys(redis_url: str, namespaces: list[str]) -> int:
-    """Delete the rate-limit keys this run's users left (they name the run-unique IdP namespaces)."""
+    """Delete the rate-limit keys this run's users left (they name the run-unique IdP namespaces,
+    percent-encoded: ``{user/<namespace>%3A<sub>/<tool>}``)."""
     import redis
 
     r = redis.Redis.from_url(redis_url)
     n = 0
     try:
         for ns in namespaces:
-            batch = list(r.scan_iter(match=f"issuer-rl*{ns}:*", count=1000))
+            batch = list(r.scan_iter(match=f"issuer-rl*{ns}%3A*", count=1000))
             for i in range(0, len(batch), 500):
                 n += int(r.delete(*batch[i:i + 500]))
     finally:

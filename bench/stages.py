@@ -23,7 +23,7 @@ from . import scenario, server
 
 STAGES = (
     ("verify_token", "exchange", "subject token: parse, key, signature, claims"),
-    ("_spend", "Exchanger", "rate limits (one Redis round trip per limit)"),
+    ("_spend", "Exchanger", "rate limits (one Redis round trip per budget)"),
     ("decide", "exchange", "client allowlist and policy"),
     ("policy_constraints", "exchange", "constraint templates filled"),
     ("grant_details", "exchange", "authorization_details built"),
