@@ -267,6 +267,8 @@ class AuditWriter:
         """
         if not details:
             return None
+        if not redact and not hashed:  # nothing to take out: the row may keep the details as granted
+            return list(details)
         out: list[Any] = []
         for detail in details:
             d = copy.deepcopy(dict(detail))

@@ -147,7 +147,7 @@ def test_a_group_is_one_statement_all_or_nothing(db: Database) -> None:
     committer = GroupCommitter(db)
     good = _row()
     bad = dict(good)  # same jti: the unique constraint refuses the pair as one statement
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):  # the driver's error; _commit wraps it
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):  # the driver's error; _commit wraps it
         committer._execute([good, bad])
     committer._reset()
     assert _count(db) == 0
