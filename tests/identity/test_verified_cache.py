@@ -48,13 +48,30 @@ def test_a_token_seen_before_gives_the_same_subject_without_a_signature_check(
 ) -> None:
     token = sign(ec_key, claims())
     first = verify(token, cache, idp, vcache)
-    import jwt
+    from jwt.algorithms import ECAlgorithm
 
-    def no_decode(*a: Any, **k: Any) -> None:
+    def no_check(*a: Any, **k: Any) -> None:
         raise AssertionError("signature checked again")
 
-    monkeypatch.setattr(jwt, "decode", no_decode)
-    assert verify(token, cache, idp, vcache) is first
+    monkeypatch.setattr(ECAlgorithm, "verify", no_check)
+    assert verify(token, cache, idp, vcache) == first
+    vcache.clear()
+    with pytest.raises(AssertionError, match="checked again"):  # the patch does reach a signature check
+        verify(token, cache, idp, vcache)
+
+
+def test_a_cache_entry_holds_one_object_for_the_garbage_collector(
+    cache: JwksCache, idp: TrustedIdp, ec_key: SigningKey, vcache: VerifiedTokenCache
+) -> None:
+    """Subjects are rebuilt per use, not kept: a full cache must not be tens of thousands of objects that
+    every full collection walks while every request thread waits."""
+    import gc
+
+    token = sign(ec_key, claims(groups=["eng", "oncall"], act={"sub": "agent"}))
+    verify(token, cache, idp, vcache)
+    entry = vcache._entries[token]
+    shared = (entry.idp, entry.key, type(entry))  # the registration, the key object and the class: one each
+    assert [o for o in gc.get_referents(entry) if gc.is_tracked(o) and not any(o is s for s in shared)] == []
 
 
 def test_a_hit_is_still_refused_for_another_audience(
