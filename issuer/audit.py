@@ -302,7 +302,7 @@ class AuditWriter:
 
         def run() -> None:
             try:
-                self._sealer.seal_all()
+                self._sealer.seal_all(pause=0.005)
             finally:
                 self._sealing.release()
 

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +76,10 @@ def row_mac(pepper: bytes, row: Mapping[str, Any]) -> str:
     return hmac.new(pepper, b"audit-row\x00" + canonical(row), hashlib.sha256).hexdigest()
 
 
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite keeps no zone: the instant is UTC
+
+
 def _link(prev: str, row_id: int, mac: str) -> str:
     return hashlib.sha256(bytes.fromhex(prev) + row_id.to_bytes(8, "big") + bytes.fromhex(mac)).hexdigest()
 
@@ -89,7 +94,7 @@ def _as_dict(row: AuditEvent) -> dict[str, Any]:
 
 
 class AuditSealer:
-    def __init__(self, db: Database, pepper: bytes, *, margin: float = SEAL_MARGIN, batch: int = 5000) -> None:
+    def __init__(self, db: Database, pepper: bytes, *, margin: float = SEAL_MARGIN, batch: int = 1000) -> None:
         self._db = db
         self._pepper = pepper
         self._margin = margin
@@ -103,14 +108,18 @@ class AuditSealer:
                 last = s.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.last_id.desc()).limit(1)).first()
                 start = (last.last_id if last else 0) + 1
                 prev = last.chain if last else _GENESIS
+                # Usually the next row is still too young: one row read says so, not a batch.
+                first = s.execute(select(AuditEvent.time, AuditEvent.mac).where(AuditEvent.id >= start)
+                                  .order_by(AuditEvent.id).limit(1)).first()
+                if first is None or first.mac is None or _aware(first.time) > cutoff:
+                    return None
                 rows = s.execute(
                     select(AuditEvent.id, AuditEvent.time, AuditEvent.mac)
                     .where(AuditEvent.id >= start).order_by(AuditEvent.id).limit(self._batch)
                 ).all()
                 chain, count, last_id = prev, 0, start - 1
                 for row_id, when, mac in rows:
-                    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
-                    if aware > cutoff or mac is None:
+                    if _aware(when) > cutoff or mac is None:
                         break  # seal a contiguous prefix only
                     chain, count, last_id = _link(chain, row_id, mac), count + 1, row_id
                 if count == 0:
@@ -126,10 +135,14 @@ class AuditSealer:
             log.warning("audit seal failed: %s", type(e).__name__)
             return None
 
-    def seal_all(self) -> int:
+    def seal_all(self, pause: float = 0.0) -> int:
+        """Seal every run of old-enough rows; ``pause`` seconds between runs leave the interpreter to the
+        request threads of the same process (a batch is a few milliseconds of Python work)."""
         sealed = 0
         while (cp := self.seal()) is not None:
             sealed += cp.count
+            if pause:
+                time.sleep(pause)
         return sealed
 
 
