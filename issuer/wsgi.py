@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from .errors import ConfigurationError
 from .logs import configure_logging
 from .settings import Settings
 
@@ -44,8 +46,19 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return app
 
 
+def _claim_port(host: str, port: int) -> None:
+    """SO_REUSEPORT would let this server share a port another one already listens on, silently
+    splitting its traffic; a plain bind first turns that into the usual error."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        socket.create_server((host, port), family=family).close()
+    except OSError as e:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     configure_logging(settings.log_level)
+    _claim_port(host, port)
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -59,6 +72,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         "graceful_timeout": 10,
         "keepalive": 5,
         "limit_request_line": 8190,
+        # Each worker listens on its own socket and the kernel spreads new connections over them: on
+        # one shared socket, whichever worker woke first took a burst of connections, and a replica
+        # could serve every client from one core while the other idled.
+        "reuse_port": True,
         "control_socket_disable": True,  # replicas on one host must not fight over one socket path
     }
     # Every worker writes its metric values here; /metrics in any worker sums them all.

@@ -79,6 +79,27 @@ def test_serve_before_init_is_one_line(tmp_path: Path) -> None:
     assert line.startswith("error: ") and "issuer init" in line
 
 
+def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    """Workers bind with SO_REUSEPORT; without the up-front check they would quietly share a port that
+    another server already listens on, and take half its traffic."""
+    import socket
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
+    env.update(ISSUER_DATABASE_URL=f"sqlite:///{tmp_path}/issuer.db", ISSUER_KEYS_DIR=str(tmp_path / "keys"),
+               ISSUER_URL=f"http://127.0.0.1:{port}", ISSUER_PORT=str(port))
+    assert subprocess.run([str(BIN), "init"], env=env, capture_output=True, timeout=60).returncode == 0
+    for reuse_port in (False, True):
+        with socket.socket() as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            res = subprocess.run([str(BIN), "serve"], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2
+        [line] = res.stderr.splitlines()
+        assert line.startswith("error: ") and f"cannot listen on 127.0.0.1:{port}" in line
+
+
 def test_metrics_sum_over_gunicorn_workers(served, idp: FakeIdP) -> None:  # type: ignore[no-untyped-def]
     base = served[0]
     for _ in range(6):  # refused exchanges are decisions too; several land on each worker
