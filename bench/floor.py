@@ -56,9 +56,11 @@ def _load(port: int, path: Path, work: Path, connections: int, duration: float) 
     spec = {"port": port, "requests_file": str(path), "mode": "closed", "duration": duration,
             "connections": connections, "rate": 0, "start_index": 0, "latency_file": str(work / "lat.bin")}
     (work / "spec.json").write_text(json.dumps(spec))
-    out = subprocess.run([sys.executable, "-m", "bench.loadgen", str(work / "spec.json")], cwd=REPO,
-                         capture_output=True, check=True, timeout=duration + 60).stdout
-    result: dict[str, Any] = json.loads(out)
+    done = subprocess.run([sys.executable, "-m", "bench.loadgen", str(work / "spec.json")], cwd=REPO,
+                          capture_output=True, timeout=duration + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
@@ -80,12 +82,14 @@ def main(duration: float = 5.0) -> int:
     peaks: dict[str, float] = {}
     cpu: dict[str, float] = {}
     try:
-        for _ in range(100):
+        for _ in range(150):  # both workers up and answering
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
-                break
+                if len(server._descendants(proc.pid)) >= 2:
+                    break
             except OSError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         files = {}
         for route, reqs in _requests(key).items():
             files[route] = work / f"{route}.req"
