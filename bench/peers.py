@@ -281,16 +281,9 @@ def run_ours(label: str, peers_dir: Path, results: Path, db_url: str, redis_url:
         issuer.stop()  # graceful: every pending audit commit lands before the workers exit
         audit = issuer.audit_counts()
     finally:
-        if issuer is not None:
-            issuer.stop()
+        n = server.release(issuer, storage, [scen.namespace(i.name) for i in scen.idps], workdir)
         if storage is not None:
-            if storage.cleanup_db is not None:
-                storage.cleanup_db()
-            if storage.redis_url:
-                n = server.delete_redis_keys(storage.redis_url, [scen.namespace(i.name) for i in scen.idps])
-                print(f"   cleaned up: schema {storage.notes.get('schema')} dropped, {n} Redis keys deleted",
-                      flush=True)
-        server.remove_workdir(workdir)
+            print(f"   cleaned up: schema {storage.notes.get('schema')} dropped, {n} Redis keys deleted", flush=True)
     ours = [r for r in parse_results(results.read_text()) if r.peer == label and r.route == "exchange"]
     ok = sum(r.ok for r in ours)
     granted = audit.get("granted", 0)

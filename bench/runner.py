@@ -253,14 +253,7 @@ def run_config(name: str, scen: scenario.Scenario, requests: list[bytes], knobs:
             "phases": d.phases,
         }
     finally:
-        if issuer is not None:
-            issuer.stop()
-        if storage is not None:
-            if storage.cleanup_db is not None:
-                storage.cleanup_db()
-            if storage.redis_url:
-                server.delete_redis_keys(storage.redis_url, [scen.namespace(i.name) for i in scen.idps])
-        server.remove_workdir(workdir)
+        server.release(issuer, storage, [scen.namespace(i.name) for i in scen.idps], workdir)
 
 
 def _git() -> dict[str, Any]:

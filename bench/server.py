@@ -93,6 +93,20 @@ def delete_redis_keys(redis_url: str, namespaces: list[str]) -> int:
     return n
 
 
+def release(issuer: IssuerProcess | None, storage: Storage | None, namespaces: list[str], workdir: Path) -> int:
+    """Stop the server, drop its schema, delete its rate-limit keys and its folder; the keys deleted."""
+    deleted = 0
+    if issuer is not None:
+        issuer.stop()
+    if storage is not None:
+        if storage.cleanup_db is not None:
+            storage.cleanup_db()
+        if storage.redis_url:
+            deleted = delete_redis_keys(storage.redis_url, namespaces)
+    remove_workdir(workdir)
+    return deleted
+
+
 class IssuerProcess:
     """One ``issuer serve`` master and its workers, started and stopped by PID."""
 
