@@ -45,6 +45,25 @@ def need_service(var: str, what: str) -> str:
     return url
 
 
+@pytest.fixture
+def redis_url() -> str:
+    return need_service("ISSUER_TEST_REDIS_URL", "Redis")
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A plain client, to look at what the code under test left in Redis."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        pytest.fail(f"ISSUER_TEST_REDIS_URL is set but Redis does not answer: {e}")
+    yield client
+    client.close()
+
+
 def _pg_schema_url(base: str) -> Iterator[str]:
     """A fresh schema per test, so tests never see each other's rows."""
     schema = f"t_{secrets.token_hex(6)}"

@@ -14,38 +14,22 @@ import redis
 from freezegun import freeze_time
 
 from issuer.ratelimit import Limited, RateLimiter, parse_limits
-from tests.conftest import free_port, need_service
+from tests.conftest import free_port
 
 START = "2030-01-01T00:00:00Z"  # a whole minute: elapsed time in the window is what the test says
 
 
 @pytest.fixture
-def redis_url() -> str:
-    return need_service("ISSUER_TEST_REDIS_URL", "Redis")
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        pytest.fail(f"ISSUER_TEST_REDIS_URL is set but Redis does not answer: {e}")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def ns(raw: redis.Redis) -> Iterator[str]:
+def ns(redis_client: redis.Redis) -> Iterator[str]:
     """The first key part of this test alone (frozen clocks repeat across runs); its keys are deleted."""
     name = f"rl-test-{secrets.token_hex(6)}"
     yield name
-    for key in raw.scan_iter(match=f"issuer-rl:{{{name}*"):
-        raw.delete(key)
+    for key in redis_client.scan_iter(match=f"issuer-rl:{{{name}*"):
+        redis_client.delete(key)
 
 
 @pytest.fixture
-def shared(redis_url: str, raw: redis.Redis) -> Iterator[RateLimiter]:
+def shared(redis_url: str, redis_client: redis.Redis) -> Iterator[RateLimiter]:
     limiter = RateLimiter(redis_url)
     yield limiter
     assert limiter.state == "shared"
@@ -128,14 +112,14 @@ def test_two_replicas_share_one_budget(redis_url: str, shared: RateLimiter, ns: 
     assert [r is None for r in results] == [True] * 4 + [False] * 2
 
 
-def test_key_parts_cannot_collide(shared: RateLimiter, ns: str, raw: redis.Redis) -> None:
+def test_key_parts_cannot_collide(shared: RateLimiter, ns: str, redis_client: redis.Redis) -> None:
     limits = parse_limits("test", "1/minute;5/second")
     keys = [(ns, "a/b", "c"), (ns, "a", "b/c"), (ns, "a:b", "c"), (ns, "a", "b:c"), (ns, "a/b/c"),
             (ns, "{a}", "b"), (ns, "a", "{b}"), (ns, "a}:1/60:0", "x{"), (ns, "a%2Fb", "c"), (ns, "a", "b", "c")]
     with freeze_time(START):
         assert [shared.hit(limits, *key) for key in keys] == [None] * len(keys)  # each its own budget
         assert all(shared.hit(limits, *key) is not None for key in keys)  # and each one spent
-    written = [k.decode() for k in raw.scan_iter(match=f"issuer-rl:{{{ns}*")]
+    written = [k.decode() for k in redis_client.scan_iter(match=f"issuer-rl:{{{ns}*")]
     assert len(written) == 2 * len(keys)  # one current-window counter per limit and key
     for key in written:
         # the Redis Cluster hash tag is the whole key: no part can end it early or open another

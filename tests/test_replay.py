@@ -13,7 +13,6 @@ from freezegun import freeze_time
 
 from issuer.errors import TemporarilyUnavailable
 from issuer.replay import MemoryReplayCache, RedisReplayCache
-from tests.conftest import need_service
 
 START = "2030-01-01T00:00:00Z"
 
@@ -107,11 +106,6 @@ def test_memory_concurrent_first_use_succeeds_once() -> None:
 
 
 @pytest.fixture
-def redis_url() -> str:
-    return need_service("ISSUER_TEST_REDIS_URL", "Redis")
-
-
-@pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test alone; its keys are deleted afterwards."""
     p = f"issuer-test:{secrets.token_hex(8)}:"
@@ -124,24 +118,14 @@ def prefix(redis_url: str) -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        pytest.fail(f"ISSUER_TEST_REDIS_URL is set but Redis does not answer: {e}")
-    yield client
-    client.close()
-
-
-def test_redis_first_use_then_replay(redis_url: str, prefix: str, raw: redis.Redis) -> None:
+def test_redis_first_use_then_replay(redis_url: str, prefix: str, redis_client: redis.Redis) -> None:
     cache = RedisReplayCache(redis_url, prefix=prefix)
     assert cache.first_use("jti-1", 60) is True
     assert cache.first_use("jti-1", 60) is False
     assert cache.first_use("jti-2", 60) is True
-    assert raw.exists(prefix + "jti-1") == 1
-    assert sorted(k.decode() for k in raw.scan_iter(match=prefix + "*")) == [prefix + "jti-1", prefix + "jti-2"]
+    assert redis_client.exists(prefix + "jti-1") == 1
+    keys = sorted(k.decode() for k in redis_client.scan_iter(match=prefix + "*"))
+    assert keys == [prefix + "jti-1", prefix + "jti-2"]
 
 
 def test_redis_two_replicas_share_one_budget(redis_url: str, prefix: str) -> None:
@@ -167,19 +151,21 @@ def test_redis_prefixes_keep_deployments_apart(redis_url: str, prefix: str) -> N
 
 
 @pytest.mark.parametrize(("ttl", "expected"), [(1, 1), (0, 1), (-5, 1), (3600, 3600)])
-def test_redis_entry_expires_after_ttl(redis_url: str, prefix: str, raw: redis.Redis, ttl: int, expected: int) -> None:
+def test_redis_entry_expires_after_ttl(
+    redis_url: str, prefix: str, redis_client: redis.Redis, ttl: int, expected: int
+) -> None:
     cache = RedisReplayCache(redis_url, prefix=prefix)
     assert cache.first_use("jti", ttl) is True
-    assert raw.ttl(prefix + "jti") == expected  # Redis forgets it then; no sleeping needed to know
-    assert 0 < raw.pttl(prefix + "jti") <= expected * 1000
+    assert redis_client.ttl(prefix + "jti") == expected  # Redis forgets it then; no sleeping needed to know
+    assert 0 < redis_client.pttl(prefix + "jti") <= expected * 1000
     assert cache.first_use("jti", ttl) is False
 
 
-def test_redis_replay_does_not_extend_the_ttl(redis_url: str, prefix: str, raw: redis.Redis) -> None:
+def test_redis_replay_does_not_extend_the_ttl(redis_url: str, prefix: str, redis_client: redis.Redis) -> None:
     cache = RedisReplayCache(redis_url, prefix=prefix)
     assert cache.first_use("jti", 1) is True
     assert cache.first_use("jti", 3600) is False
-    assert raw.ttl(prefix + "jti") == 1
+    assert redis_client.ttl(prefix + "jti") == 1
 
 
 def test_redis_unreachable_is_temporarily_unavailable() -> None:
