@@ -9,9 +9,12 @@ The pure operation these tests reach, :meth:`issuer.grant.Grant.narrow`, has its
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -218,3 +221,23 @@ def test_a_call_bound_capability_is_chained_once_across_replicas_through_redis(
     cap = _capability(one, arguments={"path": "/home/alice/a.txt"})
     assert _chain(one, cap).status_code == 200
     error_of(_chain(two, cap), 400, "invalid_grant")
+
+
+def test_concurrent_chains_of_one_call_bound_capability_get_one_child(docs_any_db: LiveIssuer) -> None:
+    """Eight presentations at once, as from eight workers: the replay cache lets exactly one through."""
+    live = docs_any_db
+    cap = _capability(live, arguments={"path": "/home/alice/a.txt"})
+    barrier = threading.Barrier(8)
+
+    def attempt() -> int:
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            barrier.wait(timeout=30)
+            pairs = [("grant_type", TOKEN_EXCHANGE), ("subject_token", cap), ("subject_token_type", ACCESS_TOKEN),
+                     ("resource", FILES), ("scope", "files:read")]
+            return http.post("/token", content=urlencode(pairs), auth=("docs-svc", live.secrets["docs-svc"]),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(lambda _: attempt(), range(8)))
+    assert codes == [200] + [400] * 7
+    assert sorted(_reasons(live)[-8:]) == [("denied", "call_bound_reused")] * 7 + [("granted", "granted")]
