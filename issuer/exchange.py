@@ -6,7 +6,9 @@ then hands an :class:`ExchangeRequest` and the authenticated client here.
 
 Order of checks (each failure is a typed error, audited, and changes nothing):
 subject token (and actor token) -> target tool -> client's tool allowlist ->
-policy (default deny) -> lifetime -> sign -> audit commit -> response.
+policy (default deny) -> the grant (policy's, narrowed by a presented
+capability, then by the request; a refusal here spends the refusal budget,
+not the user's) -> the user's budget -> sign -> audit commit -> response.
 """
 
 from __future__ import annotations
