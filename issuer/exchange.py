@@ -258,18 +258,23 @@ class Exchanger:
             record.reason = "subject_expiring"
             raise InvalidGrant("subject_token: expires too soon to delegate")
         if presented is not None and presented.call_bound:
-            self._present_once(subject.claims, presented, now, record)
+            self._present_once(subject.claims, presented, tool.name, now, record)
         return grant
 
-    def _present_once(self, claims: Mapping[str, Any], presented: Grant, now: int, record: AuditRecord) -> None:
-        """A call-bound capability stands for one call: it may be chained once, on any worker or replica.
-        Spent last, once everything else passed, so a refused attempt does not use it up."""
+    def _present_once(self, claims: Mapping[str, Any], presented: Grant, target: str, now: int,
+                      record: AuditRecord) -> None:
+        """A call-bound capability stands for one call: it may be chained once into each tool that call
+        needs, on any worker or replica. Once per target rather than once in all, so a handler whose one
+        call reads from one upstream and writes to another still works, while a copy of the capability
+        buys nothing more than the call already had. Spent last, once everything else passed, so a
+        refused attempt does not use it up."""
         jti = _str_or_none(claims.get("jti"))
         if jti is None:
             raise InvalidGrant("subject_token: a call-bound capability without jti")
-        if not self.replay.first_use(f"chained-call:{jti}", presented.expires_at - now + self.settings.leeway + 1):
+        ttl = presented.expires_at - now + self.settings.leeway + 1
+        if not self.replay.first_use(f"chained-call:{jti}:{target}", ttl):
             record.reason = "call_bound_reused"
-            raise InvalidGrant("subject_token: a call-bound capability can be presented once")
+            raise InvalidGrant("subject_token: a call-bound capability can be chained once into each tool")
 
     def _spend(self, record: AuditRecord, limits: tuple[RateLimitItem, ...], *key: str) -> None:
         """One unit of the budget ``key`` names: ``client``, ``user`` (granted exchanges) or ``refusal``

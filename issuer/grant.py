@@ -19,7 +19,7 @@ dimension       re-scoped (same tool)            chained (another tool)
 scopes          a subset, or refused             the other tool's, decided by policy
 actions         policy's AND presented           the other tool's, decided by policy
 constraints     policy's AND presented           the other tool's, decided by policy
-call binding    refused (one call stays one)     parent spent once (see below)
+call binding    refused (one call stays one)     once per target tool (see below)
 lifetime        never later                      never later
 ``txn``         the presented one's              the presented one's
 ``cnf``         bound stays bound                bound stays bound
@@ -37,10 +37,11 @@ bearer token, usable by whoever copies it, so that is refused.
 
 A call-bound capability (``arguments``) stands for one call. Re-scoping it
 would either drop the binding or change nothing, so it is refused. Chaining
-it is what the call may need (the tool calling onward to do the call), once:
-the :class:`~issuer.exchange.Exchanger` lets each one be presented at most
-once, through the replay cache every worker and replica shares. That is
-state, not a value, so it is not a field here.
+it is what the call may need (the tool calling onward to do the call), once
+into each tool: the :class:`~issuer.exchange.Exchanger` lets each one be
+presented at most once per target tool, through the replay cache every
+worker and replica shares. That is state, not a value, so it is not a field
+here.
 
 Requested narrowing (``authorization_details`` of the request) is applied to
 the result of :meth:`Grant.narrow` by :func:`issuer.grant_details.apply_request`,

@@ -52,6 +52,12 @@ rules:
     clients: [docs-svc]
     tool: files
     scopes: [files:read]
+  - id: docs-to-tickets
+    idp: idp-a
+    groups: [support]
+    clients: [docs-svc]
+    tool: tickets
+    scopes: [tickets:read]
 """
 
 
@@ -59,7 +65,7 @@ def _setup(live: LiveIssuer) -> LiveIssuer:
     add_tool(live.db, name="docs", resource_uri=DOCS, scopes=[
         ScopeSpec("docs:read", actions=("list", "read")), ScopeSpec("docs:write", actions=("update", "delete"))])
     live.add_client("mcp-docs", MCP, ["docs"])
-    live.add_client("docs-svc", DOCS, ["docs", "files"], may_chain=True)
+    live.add_client("docs-svc", DOCS, ["docs", "files", "tickets"], may_chain=True)
     live.apply(POLICY)
     return live
 
@@ -165,7 +171,7 @@ def test_a_call_bound_capability_is_never_rescoped(docs: LiveIssuer) -> None:
 
 
 def test_a_call_bound_capability_is_chained_at_most_once(docs_any_db: LiveIssuer) -> None:
-    """Chained into other tools again and again until it expired: now once, and the second try is audited."""
+    """Chained into other tools again and again until it expired: now once per tool, and a second try is audited."""
     live = docs_any_db
     cap = _capability(live, actions=["read"], arguments={"path": "/home/alice/a.txt"})
     first = _chain(live, cap)
@@ -174,6 +180,11 @@ def test_a_call_bound_capability_is_chained_at_most_once(docs_any_db: LiveIssuer
     assert child["exp"] <= parent["exp"] and child["txn"] == parent["txn"]
     error_of(_chain(live, cap), 400, "invalid_grant")
     assert _reasons(live)[-1] == ("denied", "call_bound_reused")
+    # once into each tool the call needs: a handler may read from one upstream and write to another
+    tickets = _exchange(live, "docs-svc", cap, resource="https://tickets.example", scope="tickets:read")
+    assert tickets.status_code == 200, tickets.text
+    error_of(_exchange(live, "docs-svc", cap, resource="https://tickets.example", scope="tickets:read"),
+             400, "invalid_grant")
     # a session capability of the same user is chained as often as the tool needs
     session = _capability(live)
     assert [_chain(live, session).status_code for _ in range(3)] == [200, 200, 200]
