@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     revocations = RevocationList(db)
     limiter = RateLimiter(settings.redis_url, on_state_change=lambda to: metrics.rate_limit_switches.labels(to).inc())
     audit = AuditWriter(db, pepper, metrics=metrics)
-    exchanger = Exchanger(settings, snapshots, keys, jwks, audit, revocations, limiter)
+    exchanger = Exchanger(settings, snapshots, keys, jwks, audit, revocations, limiter, replay)
 
     server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id), settings.url)
     server.init_app(app)

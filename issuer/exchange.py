@@ -6,7 +6,9 @@ then hands an :class:`ExchangeRequest` and the authenticated client here.
 
 Order of checks (each failure is a typed error, audited, and changes nothing):
 subject token (and actor token) -> target tool -> client's tool allowlist ->
-policy (default deny) -> lifetime -> sign -> audit commit -> response.
+policy (default deny) -> the grant (policy's, narrowed by a presented
+capability, then by the request; a refusal here spends the refusal budget,
+not the user's) -> the user's budget -> sign -> audit commit -> response.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,22 +26,16 @@ from limits import RateLimitItem
 from . import clock
 from .audit import AuditRecord, AuditWriter
 from .errors import (
-    ConfigurationError,
     InvalidGrant,
     InvalidRequest,
-    InvalidScope,
     InvalidTarget,
     IssuerError,
     RateLimited,
     TemporarilyUnavailable,
 )
-from .grant_details import (
-    RequestedDetail,
-    allowed_actions,
-    grant_details,
-    narrow_to_presented,
-    policy_constraints,
-)
+from .explain import Explanation, decide, explain
+from .grant import Grant, NarrowingRefused
+from .grant_details import RequestedDetail, apply_request, policy_constraints, policy_grant
 from .identity.jwks import JwksCache
 from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp, VerifiedSubject
 from .identity.verify import VerifiedTokenCache, peek_issuer, verify_token
@@ -57,6 +53,7 @@ from .minting import (
 from .policy import Decision, Principal, Reason
 from .ratelimit import RateLimiter, parse_limits
 from .registry import ClientView, Snapshot, SnapshotCache, ToolView
+from .replay import ReplayCache
 from .revocation import RevocationList
 from .settings import Settings
 
@@ -110,65 +107,13 @@ class _Keys:
         raise InvalidGrant("subject_token: unknown key id")
 
 
-def decide(snapshot: Snapshot, principal: Principal, client: ClientView, tool: ToolView,
-           scopes: Sequence[str] | None) -> Decision:
-    """Client allowlist, then policy. Shared by the exchange and ``issuer policy test``."""
-    if tool.status != "active" or tool.name not in client.tools:
-        return Decision(
-            granted=False,
-            reason=Reason.CLIENT_NOT_ALLOWED_TOOL,
-            description=f"client {client.client_id} may not reach tool {tool.name}",
-            policy_version=snapshot.policy.version,
-        )
-    return snapshot.policy.decide(principal, client.client_id, tool.name, tool.scope_names, scopes)
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """What an exchange for this user would get, for admins testing a policy."""
-
-    decision: Decision
-    constraints: Mapping[str, Any] | None = None
-    actions: tuple[str, ...] = ()
-    refusal: IssuerError | None = None
-
-
-def explain(
-    snapshot: Snapshot, *, sub: str, idp: str | None, groups: Sequence[str], attributes: Mapping[str, Any],
-    client_id: str, tool: str, scopes: Sequence[str] | None,
-) -> Explanation:
-    """The exchange's decision, filled constraints and actions, without a token."""
-    if idp is None:
-        if len(snapshot.idps_by_name) != 1:
-            raise ConfigurationError("--idp is required when more than one identity provider is registered")
-        idp = next(iter(snapshot.idps_by_name))
-    idp_view = snapshot.idps_by_name.get(idp)
-    tool_view = snapshot.tools_by_name.get(tool)
-    client = snapshot.clients.get(client_id)
-    if idp_view is None:
-        raise ConfigurationError(f"--idp: unknown identity provider {idp!r}")
-    if tool_view is None:
-        raise ConfigurationError(f"--tool: unknown tool {tool!r}")
-    if client is None:
-        raise ConfigurationError(f"--client: unknown client {client_id!r}")
-    principal = Principal(idp=idp, sub=sub, groups=frozenset(groups), attributes=dict(attributes))
-    decision = decide(snapshot, principal, client, tool_view, scopes)
-    if not decision.granted:
-        return Explanation(decision)
-    try:
-        constraints = policy_constraints(decision, sub=sub, attributes=attributes,
-                                         allowed_claims=idp_view.attribute_claims)
-        actions = tuple(sorted(allowed_actions(tool_view, decision)))
-    except IssuerError as e:
-        return Explanation(decision, refusal=e)
-    return Explanation(decision, constraints, actions)
-
-
 class Exchanger:
     def __init__(
         self, settings: Settings, snapshots: SnapshotCache, keys: KeyStore, jwks: JwksCache, audit: AuditWriter,
-        revocations: RevocationList, limiter: RateLimiter,
+        revocations: RevocationList, limiter: RateLimiter, replay: ReplayCache,
     ) -> None:
+        #: where a call-bound capability presented for chaining is remembered, shared by every replica
+        self.replay = replay
         self.revocations = revocations
         self.limiter = limiter
         self._default_limits = parse_limits("ISSUER_RATE_LIMIT", settings.rate_limit)
@@ -224,7 +169,7 @@ class Exchanger:
             if txn is not None and parent_txn is not None and txn != parent_txn:
                 raise InvalidRequest("txn: a chained capability keeps the txn of the capability it was made from")
             txn = parent_txn or txn
-        record.txn = txn = txn or new_txn()
+        record.txn = txn or new_txn()
         record.actor = actor_claim(client.client_id, subject.act)
         record.tool = (req.resource or req.audience or "")[:100] or None  # the tool's name once resolved
         if req.actor_token is not None:
@@ -243,45 +188,36 @@ class Exchanger:
                 raise InvalidTarget(UNREACHABLE)  # the audit row keeps which of the two it was
             decision.raise_for_denial()
         limits = _limits(decision.rate_limit or tool.rate_limit) or self._default_limits
+        try:
+            grant = self._grant(snapshot, client, req, subject, tool, decision, now, ceiling, record)
+        except TemporarilyUnavailable:
+            raise
+        except IssuerError as e:
+            # Refused after the policy granted: spends the refusal budget, never the grant budget, so a
+            # model probing with arguments the constraints refuse cannot lock its own user out of the tool.
+            if isinstance(e, NarrowingRefused):
+                record.reason = e.audit_reason
+            self._spend(record, limits, "refusal", subject.principal, client.client_id, tool.name)
+            raise
         self._spend(record, limits, "user", subject.principal, tool.name)
-        # A tool re-scoping its own capability (e.g. for a sub-component) may only narrow it.
-        chained_to_self = chained and tool.resource_uri == client.resource_uri
-        if chained_to_self and not set(decision.scopes) <= subject.scope:
-            record.reason = "chain_scope_widened"
-            raise InvalidScope("a chained capability may only narrow the presented capability's scopes")
-        idp = snapshot.idps_by_name.get(subject.idp)
-        constraints = policy_constraints(
-            decision, sub=subject.sub, attributes=subject.attributes,
-            allowed_claims=idp.attribute_claims if idp else (),
-        )
-        if chained_to_self:
-            constraints = narrow_to_presented(constraints, subject.claims.get("authorization_details"))
-        details = grant_details(tool=tool, decision=decision, requested=req.details, constraints=constraints)
-        lifetime = min(
-            self.settings.token_lifetime,
-            client.max_lifetime or self.settings.token_lifetime,
-            decision.max_lifetime or self.settings.token_lifetime,
-            ceiling - now,
-        )
-        if lifetime < 1:
-            record.reason = "subject_expiring"
-            raise InvalidGrant("subject_token: expires too soon to delegate")
+        lifetime = grant.expires_at - now
+        details = grant.details(requested=req.details is not None)
         claims = build_claims(
             issuer=self.settings.url,
             principal=subject.principal,
             audience=tool.resource_uri,
             client_id=client.client_id,
             subject_act=subject.act,
-            scopes=decision.scopes,
+            scopes=[s for s in decision.scopes if s in grant.scopes],
             groups=sorted(subject.groups),
             now=now,
             lifetime=lifetime,
             policy_version=decision.policy_version,
-            txn=txn,
+            txn=grant.txn,
             authorization_details=details,
         )
-        if req.dpop_jkt is not None:
-            claims["cnf"] = {"jkt": req.dpop_jkt}
+        if grant.jkt is not None:
+            claims["cnf"] = {"jkt": grant.jkt}
         token = sign(claims, self.keys.signing_key())
         record.decision, record.reason = "granted", decision.reason
         record.granted_scopes = claims["scope"]
@@ -297,9 +233,58 @@ class Exchanger:
             raise InvalidGrant("subject_token: the presented capability was revoked")
         return Capability(token=token, claims=claims, expires_in=lifetime)
 
+    def _grant(self, snapshot: Snapshot, client: ClientView, req: ExchangeRequest, subject: VerifiedSubject,
+               tool: ToolView, decision: Decision, now: int, ceiling: int, record: AuditRecord) -> Grant:
+        """What the capability will carry: the policy's grant, narrowed by a presented capability, then by the
+        request. Everything here that refuses is a refusal after the policy decision."""
+        idp = snapshot.idps_by_name.get(subject.idp)
+        constraints = policy_constraints(
+            decision, sub=subject.sub, attributes=subject.attributes,
+            allowed_claims=idp.attribute_claims if idp else (),
+        )
+        lifetime = min(
+            self.settings.token_lifetime,
+            client.max_lifetime or self.settings.token_lifetime,
+            decision.max_lifetime or self.settings.token_lifetime,
+            ceiling - now,
+        )
+        grant = policy_grant(tool=tool, decision=decision, constraints=constraints, expires_at=now + lifetime,
+                             txn=record.txn, jkt=req.dpop_jkt)
+        presented = Grant.of_capability(subject.claims) if subject.claims.get("iss") == self.settings.url else None
+        if presented is not None:
+            grant = grant.narrow(presented)
+        grant = apply_request(grant, req.details, tool.name)
+        if grant.expires_at - now < 1:
+            record.reason = "subject_expiring"
+            raise InvalidGrant("subject_token: expires too soon to delegate")
+        if presented is not None and presented.call_bound:
+            self._present_once(subject.claims, presented, tool.name, now, record)
+        return grant
+
+    def _present_once(self, claims: Mapping[str, Any], presented: Grant, target: str, now: int,
+                      record: AuditRecord) -> None:
+        """A call-bound capability stands for one call: it may be chained once into each tool that call
+        needs, on any worker or replica. Once per target rather than once in all, so a handler whose one
+        call reads from one upstream and writes to another still works, while a copy of the capability
+        buys nothing more than the call already had. Spent last, once everything else passed, so a
+        refused attempt does not use it up."""
+        jti = _str_or_none(claims.get("jti"))
+        if jti is None:
+            raise InvalidGrant("subject_token: a call-bound capability without jti")
+        ttl = presented.expires_at - now + self.settings.leeway + 1
+        if not self.replay.first_use(f"chained-call:{jti}:{target}", ttl):
+            record.reason = "call_bound_reused"
+            raise InvalidGrant("subject_token: a call-bound capability can be chained once into each tool")
+
     def _spend(self, record: AuditRecord, limits: tuple[RateLimitItem, ...], *key: str) -> None:
+        """One unit of the budget ``key`` names: ``client``, ``user`` (granted exchanges) or ``refusal``
+        (exchanges refused after the policy decision, per user, client and tool)."""
         limited = self.limiter.hit(limits, *key)
         if limited is not None:
+            if key[0] == "refusal":  # no word on why this one was refused: the budget for that is spent
+                record.reason = "refusals_rate_limited"
+                raise RateLimited(f"rate limit {limited.limit} reached for refused requests of this user",
+                                  retry_after=limited.retry_after)
             record.reason = "rate_limited"
             raise RateLimited(f"rate limit {limited.limit} reached for this {key[0]}", retry_after=limited.retry_after)
 

@@ -11,6 +11,10 @@ them with what the client asked for:
 * ``arguments`` (one call): the arguments are checked against the policy's
   constraints here, at the exchange, and the capability is bound to them.
 
+The policy's grant is one :class:`~issuer.grant.Grant`; for a presented
+capability it is first narrowed by it (:meth:`~issuer.grant.Grant.narrow`),
+and the request is applied to the result.
+
 Every refusal is an IssuerError: malformed input is ``invalid_request``, a
 wrong location ``invalid_target``, anything outside the grant ``invalid_scope``.
 """
@@ -18,8 +22,8 @@ wrong location ``invalid_target``, anything outside the grant ``invalid_scope``.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .constraints import (
@@ -31,6 +35,7 @@ from .constraints import (
     validate_constraints,
 )
 from .errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
+from .grant import Grant
 from .policy import Decision
 from .registry import ToolView
 from .tool_invocation import TOOL_INVOCATION, bind_arguments
@@ -38,10 +43,10 @@ from .tool_invocation import TOOL_INVOCATION, bind_arguments
 __all__ = [
     "RequestedDetail",
     "allowed_actions",
-    "grant_details",
-    "narrow_to_presented",
+    "apply_request",
     "parse_authorization_details",
     "policy_constraints",
+    "policy_grant",
 ]
 
 _MAX_DETAILS_BYTES = 16 * 1024
@@ -135,23 +140,6 @@ def policy_constraints(
     return combined
 
 
-def narrow_to_presented(
-    constraints: Mapping[str, Mapping[str, object]], presented: Any
-) -> dict[str, dict[str, object]]:
-    """A tool re-scoping its own capability keeps every constraint that capability carried."""
-    result: dict[str, dict[str, object]] = {k: dict(v) for k, v in constraints.items()}
-    for detail in presented if isinstance(presented, list) else ():
-        if not isinstance(detail, Mapping) or detail.get("type") != TOOL_INVOCATION:
-            continue
-        if "arguments" in detail or "arguments_sha256" in detail:
-            raise InvalidGrant("subject_token: a call-bound capability cannot be re-scoped")
-        try:
-            result = merge(result, detail.get("constraints") or {})
-        except ConstraintError as e:
-            raise InvalidScope(f"the presented capability's constraints conflict with policy: {e}") from None
-    return result
-
-
 def allowed_actions(tool: ToolView, decision: Decision) -> frozenset[str]:
     """Actions the granted scopes cover, limited to the rules' ``actions`` when they list any."""
     covered = frozenset(a for s in decision.scopes if s in tool.scopes for a in tool.scopes[s].actions)
@@ -164,30 +152,35 @@ def allowed_actions(tool: ToolView, decision: Decision) -> frozenset[str]:
     return allowed
 
 
-def grant_details(
-    *,
-    tool: ToolView,
-    decision: Decision,
-    requested: RequestedDetail | None,
-    constraints: Mapping[str, Mapping[str, object]],
-) -> list[dict[str, Any]] | None:
-    """The capability's ``authorization_details``, or None when nothing constrains it."""
-    actions = allowed_actions(tool, decision)
+def policy_grant(
+    *, tool: ToolView, decision: Decision, constraints: Mapping[str, Mapping[str, object]], expires_at: int,
+    txn: str | None, jkt: str | None,
+) -> Grant:
+    """The most policy grants this request: for a user's token the ceiling itself, for a presented
+    capability the value :meth:`Grant.narrow` limits by what was presented."""
+    return Grant(location=tool.resource_uri, scopes=frozenset(decision.scopes), expires_at=expires_at, txn=txn,
+                 jkt=jkt, actions=allowed_actions(tool, decision) or None, constraints=dict(constraints))
+
+
+def apply_request(ceiling: Grant, requested: RequestedDetail | None, tool_name: str) -> Grant:
+    """The request's ``authorization_details`` applied to ``ceiling``: it can only narrow it.
+
+    ``actions`` must all be in the ceiling; ``constraints`` are merged with the
+    ceiling's (both hold); ``arguments`` are checked against the ceiling's
+    constraints and bind the capability to that one call.
+    """
     if requested is None:
-        if not constraints and not actions:
-            return None
-        return [_detail(tool, sorted(actions), {"constraints": dict(constraints)} if constraints else {})]
-    if requested.locations is not None and requested.locations != (tool.resource_uri,):
+        return ceiling
+    if requested.locations is not None and requested.locations != (ceiling.location,):
         raise InvalidTarget("authorization_details locations must be exactly the requested tool")
+    actions = ceiling.actions
     if requested.actions is not None:
-        missing = [a for a in requested.actions if a not in actions]
+        missing = [a for a in requested.actions if a not in (ceiling.actions or ())]
         if missing:
-            raise InvalidScope(f"action {missing[0][:60]} is not granted on tool {tool.name}")
-        granted_actions: Sequence[str] = sorted(requested.actions)
-    else:
-        granted_actions = sorted(actions)
+            raise InvalidScope(f"action {missing[0][:60]} is not granted on tool {tool_name}")
+        actions = frozenset(requested.actions)
     if requested.arguments is not None:
-        violations = evaluate(constraints, requested.arguments)
+        violations = evaluate(ceiling.constraints, requested.arguments)
         if violations:
             v = violations[0]
             raise InvalidScope(
@@ -197,19 +190,11 @@ def grant_details(
             bound = bind_arguments(requested.arguments)
         except ValueError:
             raise InvalidRequest("authorization_details: arguments are not serialisable JSON") from None
-        return [_detail(tool, granted_actions, bound)]
-    narrowed: Mapping[str, Any] = constraints
+        return replace(ceiling, actions=actions, binding=bound)
+    constraints: Mapping[str, Mapping[str, object]] = ceiling.constraints
     if requested.constraints:
         try:
-            narrowed = merge(constraints, requested.constraints)
+            constraints = merge(ceiling.constraints, requested.constraints)
         except ConstraintError as e:
             raise InvalidScope(f"requested constraints cannot narrow the granted ones: {e}") from None
-    return [_detail(tool, granted_actions, {"constraints": dict(narrowed)} if narrowed else {})]
-
-
-def _detail(tool: ToolView, actions: Sequence[str], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": TOOL_INVOCATION, "locations": [tool.resource_uri]}
-    if actions:
-        out["actions"] = list(actions)
-    out.update(extra)
-    return out
+    return replace(ceiling, actions=actions, constraints=constraints)
