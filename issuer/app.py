@@ -96,11 +96,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
-    db = Database(settings.database_url, pool_size=settings.threads + 2)
+    db = Database(settings.database_url, pool_size=settings.threads + 2, timeout=settings.db_timeout)
     keys = KeyStore(settings.keys_dir, retention=settings.key_retention, refresh_interval=settings.refresh_interval)
     pepper = keys.pepper()
     keys.signing_key()  # fail at start-up, not on the first request, when `issuer init` was not run
-    snapshots = SnapshotCache(db, pepper, settings.refresh_interval)
+    snapshots = SnapshotCache(db, pepper, settings.refresh_interval, wait_timeout=settings.db_timeout)
     metrics = Metrics()
     jwks = JwksCache(
         on_failure=lambda idp: metrics.jwks_failures.labels(idp).inc(),
@@ -109,9 +109,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         http_timeout=settings.http_timeout,
         allow_insecure_loopback=settings.allow_insecure_loopback,
     )
-    replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else DatabaseReplayCache(db)
+    replay: ReplayCache = (RedisReplayCache(settings.redis_url, timeout=settings.redis_timeout) if settings.redis_url
+                           else DatabaseReplayCache(db))
     revocations = RevocationList(db)
-    limiter = RateLimiter(settings.redis_url, on_state_change=lambda to: metrics.rate_limit_switches.labels(to).inc())
+    limiter = RateLimiter(settings.redis_url, timeout=settings.redis_timeout,
+                          on_state_change=lambda to: metrics.rate_limit_switches.labels(to).inc())
     audit = AuditWriter(db, pepper, metrics=metrics)
     exchanger = Exchanger(settings, snapshots, keys, jwks, audit, revocations, limiter)
 

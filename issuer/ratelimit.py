@@ -118,7 +118,8 @@ def _retry_after(amount: int, window: int, elapsed: float, previous: int, curren
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str = "", *, on_state_change: Callable[[str], None] | None = None) -> None:
+    def __init__(self, redis_url: str = "", *, timeout: float = 0.5,
+                 on_state_change: Callable[[str], None] | None = None) -> None:
         self._on_state_change = on_state_change  #: told "degraded" or "shared" on each switch (metrics)
         self._memory_storage = MemoryStorage()
         self._memory = SlidingWindowCounterRateLimiter(self._memory_storage)
@@ -134,7 +135,9 @@ class RateLimiter:
             import redis
 
             try:
-                self._redis = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+                # Every connect and command ends after ``timeout``: a silent Redis degrades to local windows.
+                self._redis = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                                   health_check_interval=30)
             except ValueError as e:
                 raise ConfigurationError(f"ISSUER_REDIS_URL: {e}") from None
             self._script = self._redis.register_script(_LUA)
