@@ -254,11 +254,13 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
             checks["keys"] = "unavailable"
         ok = all(v == "ok" for v in checks.values())
         # Redis is reported but does not make the replica unready: rate limits fall back to
-        # per-process windows, and only private_key_jwt needs the shared replay cache.
+        # per-process windows, and only private_key_jwt needs the shared replay cache. Every check
+        # has a deadline (ISSUER_DB_TIMEOUT, ISSUER_REDIS_TIMEOUT), so this answers while a peer is silent.
         if isinstance(ctx.replay, RedisReplayCache):
             checks["redis"] = "ok" if ctx.replay.ping() else "unavailable"
-        checks["rate_limits"] = ctx.exchanger.limiter.state
-        status = "unavailable" if not ok else "ok" if checks.get("redis", "ok") == "ok" else "degraded"
+        checks["rate_limits"] = ctx.exchanger.limiter.probe()
+        shared = checks.get("redis", "ok") == "ok" and checks["rate_limits"] != "degraded"
+        status = "unavailable" if not ok else "ok" if shared else "degraded"
         return json_response({"status": status, "checks": checks}, 200 if ok else 503)
 
 

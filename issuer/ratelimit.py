@@ -10,7 +10,8 @@ counts the same windows for one process.
 
 When Redis is configured but unreachable, each process falls back to its own
 in-process windows (never unlimited, never down), logs the switch once,
-reports ``degraded`` to ``/readyz``, and tries Redis again every few seconds.
+reports ``degraded`` to ``/readyz``, and tries Redis again every few seconds (and at
+each ``/readyz``, so readiness never claims shared budgets that are not).
 """
 
 from __future__ import annotations
@@ -228,18 +229,33 @@ class RateLimiter:
                 return True
             if now < self._next_retry:
                 return False
-            self._next_retry = now + _RETRY_REDIS_EVERY
-            try:
-                healthy = bool(self._redis.ping())
-            except self._redis_error:
-                healthy = False
-            if not healthy:
-                return False
-            log.warning("rate limits: Redis is back, budgets are shared again")
-            self._degraded_since = None
-            if self._on_state_change is not None:
-                self._on_state_change("shared")
-            return True
+            self._next_retry = now + _RETRY_REDIS_EVERY  # one thread tries; the others stay local meanwhile
+        return self._try_redis()
+
+    def _try_redis(self) -> bool:
+        """Ping Redis (outside the lock: a silent Redis must not stall other threads) and share again
+        if it answers."""
+        assert self._redis is not None
+        try:
+            healthy = bool(self._redis.ping())
+        except self._redis_error:
+            healthy = False
+        if not healthy:
+            return False
+        with self._lock:
+            if self._degraded_since is not None:
+                log.warning("rate limits: Redis is back, budgets are shared again")
+                self._degraded_since = None
+                if self._on_state_change is not None:
+                    self._on_state_change("shared")
+        return True
+
+    def probe(self) -> str:
+        """:attr:`state`, after trying Redis now when degraded: readiness says ``shared`` the moment
+        Redis is back, and never says Redis is fine while budgets are still counted per process."""
+        if self._redis is not None and self._degraded_since is not None:
+            self._try_redis()
+        return self.state
 
     def _degrade(self, error: Exception) -> None:
         with self._lock:

@@ -54,14 +54,14 @@ def readiness(db: Database, keys: KeyStore, settings: Settings) -> dict[str, str
         checks["keys"] = "ok"
     except ConfigurationError:
         checks["keys"] = "unavailable"
-    checks["redis"] = _redis(settings.redis_url) if settings.redis_url else "not configured"
+    checks["redis"] = _redis(settings.redis_url, settings.redis_timeout) if settings.redis_url else "not configured"
     return checks
 
 
-def _redis(url: str) -> str:
+def _redis(url: str, timeout: float) -> str:
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return "ok" if client.ping() else "unavailable"
     except redis.RedisError:

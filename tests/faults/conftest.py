@@ -42,14 +42,12 @@ def redis_proxy(redis_url: str) -> Iterator[FaultProxy]:
         yield proxy
 
 
-def proxied_issuer(tmp_path: Path, idp: FakeIdP, pg_url: str, pg_proxy: FaultProxy,
-                   redis_url: str | None = None, redis_proxy: FaultProxy | None = None,
+def proxied_issuer(tmp_path: Path, idp: FakeIdP, database_url: str, redis_url: str = "",
                    **overrides: Any) -> LiveIssuer:
-    values: dict[str, Any] = {"db_timeout": DB_TIMEOUT, "redis_timeout": 0.5}
-    if redis_url is not None and redis_proxy is not None:
-        values["redis_url"] = redis_proxy.url_for(redis_url)
+    """A live issuer with the standard registry on these (proxied) URLs and the tests' deadlines."""
+    values: dict[str, Any] = {"db_timeout": DB_TIMEOUT, "redis_timeout": 0.5, "redis_url": redis_url}
     values.update(overrides)
-    issuer = LiveIssuer(make_settings(tmp_path, pg_proxy.url_for(pg_url), **values), idp)
+    issuer = LiveIssuer(make_settings(tmp_path, database_url, **values), idp)
     issuer.standard_setup()
     return issuer
 
@@ -57,7 +55,7 @@ def proxied_issuer(tmp_path: Path, idp: FakeIdP, pg_url: str, pg_proxy: FaultPro
 @pytest.fixture
 def live_pg(tmp_path: Path, idp: FakeIdP, pg_url: str, pg_proxy: FaultProxy) -> Iterator[LiveIssuer]:
     """The live issuer on PostgreSQL behind ``pg_proxy``."""
-    issuer = proxied_issuer(tmp_path, idp, pg_url, pg_proxy)
+    issuer = proxied_issuer(tmp_path, idp, pg_proxy.url_for(pg_url))
     yield issuer
     pg_proxy.resume()
     issuer.close()
@@ -67,7 +65,7 @@ def live_pg(tmp_path: Path, idp: FakeIdP, pg_url: str, pg_proxy: FaultProxy) -> 
 def live_pg_redis(tmp_path: Path, idp: FakeIdP, pg_url: str, pg_proxy: FaultProxy, redis_url: str,
                   redis_proxy: FaultProxy) -> Iterator[LiveIssuer]:
     """The live issuer on PostgreSQL and Redis, each behind its proxy."""
-    issuer = proxied_issuer(tmp_path, idp, pg_url, pg_proxy, redis_url, redis_proxy)
+    issuer = proxied_issuer(tmp_path, idp, pg_proxy.url_for(pg_url), redis_proxy.url_for(redis_url))
     yield issuer
     pg_proxy.resume()
     redis_proxy.resume()
