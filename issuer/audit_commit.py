@@ -176,15 +176,22 @@ class GroupCommitter:
         try:
             self._execute([w.row for w in batch])
         except Exception as e:
-            if not (_refused_row(e) and self._healthy()):
-                self._reset()  # a data error on a healthy connection keeps it: a bad input costs no connection
-            if len(batch) == 1:
-                batch[0].error = e if isinstance(e, SQLAlchemyError) else SQLAlchemyError(type(e).__name__)
-            else:
-                # One bad row must not cost the others their answer: retry each alone, on a fresh connection.
+            refused = _refused_row(e) and self._healthy()
+            if refused and len(batch) > 1:
+                # One bad row must not cost the others their answer: retry each alone, on this connection.
                 for w in batch:
                     self._commit([w])
                 return
+            if not refused:
+                # The connection failed (or the database did not answer in time): a data error on a
+                # healthy connection keeps it, anything else costs it. Every row queued meanwhile
+                # would fail the same way, one deadline after another, so they fail now, together.
+                self._reset()
+                with self._cv:
+                    batch, self._queue = batch + self._queue, []
+            for i, w in enumerate(batch):  # each thread raises its own exception object
+                w.error = e if i == 0 and isinstance(e, SQLAlchemyError) else SQLAlchemyError(
+                    f"audit commit failed: {type(e).__name__}")
         for w in batch:
             w.done = True
 
