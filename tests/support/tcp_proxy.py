@@ -68,6 +68,8 @@ class FaultProxy:
         self._closed.set()
         self._relaying.set()
         self.cut()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
         self._listener.close()
         self._thread.join(timeout=5)
 
