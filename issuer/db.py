@@ -57,10 +57,7 @@ class DeadlineConnection(psycopg.Connection[Any]):
 
 
 def postgres_connect_args(timeout: float) -> dict[str, Any]:
-    """libpq parameters that bound connecting and let the kernel close a connection whose peer is gone.
-
-    ``statement_timeout`` makes the server cancel a slow statement before the client's deadline, so a
-    merely slow query fails cleanly on a connection that stays usable."""
+    """libpq parameters that bound connecting and let the kernel close a connection whose peer is gone."""
     seconds = max(2, math.ceil(timeout))
     return {
         "connect_timeout": seconds,
@@ -69,7 +66,6 @@ def postgres_connect_args(timeout: float) -> dict[str, Any]:
         "keepalives_interval": 1,
         "keepalives_count": 3,
         "tcp_user_timeout": int(timeout * 1000),
-        "options": f"-c statement_timeout={int(timeout * 900)}",
     }
 
 
@@ -93,11 +89,13 @@ class Database:
 
     def _connect_with_deadline(self, _dialect: Any, _record: Any, cargs: tuple[Any, ...],
                                cparams: dict[str, Any]) -> DeadlineConnection:
-        params = postgres_connect_args(self.timeout)
-        url_options = cparams.pop("options", "")
-        params["options"] = f"{params['options']} {url_options}".strip()  # the URL's own (search_path) last
-        conn = DeadlineConnection.connect(*cargs, **{**params, **cparams})
+        conn = DeadlineConnection.connect(*cargs, **{**postgres_connect_args(self.timeout), **cparams})
         conn.deadline = self.timeout
+        # The server cancels a statement before the client's deadline, so a merely slow query fails
+        # cleanly on a connection that stays usable. A SET, not a startup ``options`` parameter, which
+        # PgBouncer refuses.
+        conn.execute(f"SET statement_timeout = {int(self.timeout * 900)}")  # a number, no input
+        conn.commit()
         return conn
 
     def on_dispose(self, fn: Callable[[], None]) -> None:

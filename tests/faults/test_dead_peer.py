@@ -11,7 +11,11 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
+from issuer.db import Database
 from tests.conftest import LiveIssuer
 from tests.support.tcp_proxy import FaultProxy
 
@@ -68,3 +72,17 @@ def test_frozen_database_is_a_503_within_the_bound_and_readyz_answers(live_pg: L
         assert status == 503, (name, results)
         assert seconds < BOUND, (name, results)
     assert live.exchange().status_code == 200  # the database back: served again at once
+
+
+def test_a_slow_statement_ends_within_the_deadline_and_the_pool_goes_on(pg_url: str) -> None:
+    """Slow, not silent: the server cancels the statement (statement_timeout, below the client's deadline)."""
+    db = Database(pg_url, timeout=DB_TIMEOUT)
+    try:
+        started = time.monotonic()
+        with pytest.raises(SQLAlchemyError, match="statement timeout"), db.session() as s:
+            s.execute(text("SELECT pg_sleep(60)"))
+        assert time.monotonic() - started < BOUND
+        with db.session() as s:
+            assert s.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        db.dispose()
