@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import DatabaseError, DataError, Error, IntegrityError, OperationalError, errors, pq
+from psycopg.generators import execute
 from sqlalchemy import Connection, insert
+from sqlalchemy.exc import DataError as SADataError
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -33,6 +37,8 @@ from .models import AuditEvent
 __all__ = ["GroupCommitter"]
 
 log = logging.getLogger(__name__)
+_SUCCESS = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+_OK, _IDLE = pq.ConnStatus.OK, pq.TransactionStatus.IDLE
 
 
 @dataclass(eq=False)
@@ -52,10 +58,8 @@ def _timestamp(value: object) -> str:
 def _check(results: list[Any]) -> None:
     """Raise the error of a failed statement as psycopg's class for its SQLSTATE (a DataError for a value
     the database refuses), so the committer can tell a refused row from a lost connection."""
-    from psycopg import DatabaseError, Error, errors, pq
-
     for result in results:
-        if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        if result.status in _SUCCESS:
             continue
         message = (result.error_message or b"").decode(errors="replace") or "audit insert failed"
         sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
@@ -68,10 +72,6 @@ def _check(results: list[Any]) -> None:
 
 def _refused_row(error: BaseException) -> bool:
     """The database refused the row's content (SQLSTATE classes 22 and 23), not the connection."""
-    from psycopg import DataError, IntegrityError
-    from sqlalchemy.exc import DataError as SADataError
-    from sqlalchemy.exc import IntegrityError as SAIntegrityError
-
     return isinstance(error, (DataError, IntegrityError, SADataError, SAIntegrityError))
 
 
@@ -82,10 +82,8 @@ def _looks_alive(pgconn: Any) -> bool:
     leaves its goodbye or an end-of-file on the socket: reading it here tells the connection is dead
     before any statement is sent, so a fresh connection can take the row with no doubt about
     whether the first one committed it."""
-    from psycopg import OperationalError, pq
-
     for _ in range(2):  # a notice first, then possibly the end of the connection
-        if pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
             return False
         poller = _io_select.poll()
         poller.register(pgconn.socket, _io_select.POLLIN)
@@ -95,7 +93,7 @@ def _looks_alive(pgconn: Any) -> bool:
             pgconn.consume_input()
         except OperationalError:
             return False
-    return bool(pgconn.status == pq.ConnStatus.OK)
+    return bool(pgconn.status == _OK)
 
 
 class GroupCommitter:
@@ -226,7 +224,6 @@ class GroupCommitter:
         second attempt could only add a duplicate denial or, for a grant, trip the unique ``jti`` and
         turn the answer into a 503; either way no token leaves without its row, but a retry would
         double the wait on a database that stopped answering."""
-        from psycopg.generators import execute
 
         if self._single is not None and not _looks_alive(self._pgconn(self._single)):
             self._reset()
@@ -252,10 +249,8 @@ class GroupCommitter:
             return True  # SQLAlchemy rolled the transaction back; the connection is usable
         if self._single is None:
             return False
-        from psycopg import pq
-
         pgconn = self._pgconn(self._single)
-        return bool(pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status == pq.TransactionStatus.IDLE)
+        return bool(pgconn.status == _OK and pgconn.transaction_status == _IDLE)
 
     def _reset(self) -> None:
         self._prepared = None
