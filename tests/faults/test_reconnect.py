@@ -20,11 +20,17 @@ APP_NAME = "issuer-under-test"
 
 
 def _terminate_issuer_backends(pg_url: str) -> int:
+    """Terminate the issuer's backends and wait until they are gone (their goodbye is then on the wire)."""
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    alive = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name")
     try:
         with admin.connect() as c:
-            return len(c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                      "WHERE application_name = :name"), {"name": APP_NAME}).all())
+            n = len(c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = :name"), {"name": APP_NAME}).all())
+            deadline = time.monotonic() + 10
+            while c.execute(alive, {"name": APP_NAME}).scalar_one() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return n
     finally:
         admin.dispose()
 

@@ -35,7 +35,10 @@ def test_a_hung_refresh_leaves_other_threads_serving_the_last_snapshot(proxied_d
     outcome: list[object] = []
     refresher = threading.Thread(target=lambda: outcome.append(_get(cache)))
     refresher.start()
-    time.sleep(0.3)  # the refresher is waiting on the frozen database now
+    deadline = time.monotonic() + 5
+    while not cache._refreshing and time.monotonic() < deadline:  # the refresher waits on the frozen database
+        time.sleep(0.01)
+    assert cache._refreshing
     served: list[object] = []
     reader = threading.Thread(target=lambda: served.extend(_get(cache) for _ in range(20)))
     started = time.monotonic()
