@@ -1,6 +1,6 @@
 """The overview stays cheap however long the audit trail grows: a fixed number of statements, each
-on an index, with 100,000 tagged records in a PostgreSQL trail (10 days of them, a slice in the
-last hour, some refused by rate limits)."""
+on an index, with 100,000 tagged records in a PostgreSQL trail (10 days of them, a busy last hour,
+some refused by rate limits)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ ROWS = 100_000
 
 
 def _bulk_trail(url: str, pepper: bytes, n: int) -> None:
-    """n tagged records by COPY (seconds, not minutes): one every 8.64 s over the last 10 days.
+    """n tagged records by COPY (seconds, not minutes): a fifth in the last hour, the rest over 10 days.
 
     On a connection of its own, without the issuer's statement deadline: a bulk load is not a request."""
     now = datetime.now(UTC)
@@ -32,9 +32,12 @@ def _bulk_trail(url: str, pepper: bytes, n: int) -> None:
     try:
         with raw.cursor() as cur, cur.copy(f"COPY audit_events ({', '.join(columns)}) FROM STDIN") as copy:
             for i in range(n):
-                reason = "rate_limited" if i % 40 == 0 else "access_denied" if i % 5 == 0 else "granted"
+                # a fifth in the last hour (a busy hour), with one rate-limited refusal in twenty of them
+                ago = (i * 7 % 3590) + 5 if i % 5 == 0 else 3600 + (n - i) * 864_000 / n
+                reason = ("rate_limited" if i % 100 in (0, 1) else "access_denied" if i % 5 == 2
+                          else "granted")
                 row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
-                row.update(time=now - timedelta(seconds=(n - i) * 864_000 / n), request_id=f"r{i}",
+                row.update(time=now - timedelta(seconds=ago), request_id=f"r{i}",
                            decision="granted" if reason == "granted" else "denied", reason=reason,
                            sub=f"user-{i % 500}", client_id="mcp-helpdesk", tool="tickets",
                            jti=f"{i:032x}" if reason == "granted" else None)

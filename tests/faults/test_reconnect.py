@@ -3,6 +3,7 @@ is back succeeds, on every path (the pool's liveness check, the audit committer'
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tests.support.tcp_proxy import FaultProxy
 
 from .conftest import proxied_issuer
 
-APP_NAME = "issuer-under-test"
+APP_NAME = f"issuer-under-test-{secrets.token_hex(4)}"  #: this run's backends, not another run's
 
 
 def _terminate_issuer_backends(pg_url: str) -> int:
