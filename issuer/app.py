@@ -96,11 +96,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
-    db = Database(settings.database_url, pool_size=settings.threads + 2)
+    db = Database(settings.database_url, pool_size=settings.threads + 2, timeout=settings.db_timeout)
     keys = KeyStore(settings.keys_dir, retention=settings.key_retention, refresh_interval=settings.refresh_interval)
     pepper = keys.pepper()
     keys.signing_key()  # fail at start-up, not on the first request, when `issuer init` was not run
-    snapshots = SnapshotCache(db, pepper, settings.refresh_interval)
+    snapshots = SnapshotCache(db, pepper, settings.refresh_interval, wait_timeout=settings.db_timeout)
     metrics = Metrics()
     jwks = JwksCache(
         on_failure=lambda idp: metrics.jwks_failures.labels(idp).inc(),
@@ -109,9 +109,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         http_timeout=settings.http_timeout,
         allow_insecure_loopback=settings.allow_insecure_loopback,
     )
-    replay: ReplayCache = RedisReplayCache(settings.redis_url) if settings.redis_url else DatabaseReplayCache(db)
+    replay: ReplayCache = (RedisReplayCache(settings.redis_url, timeout=settings.redis_timeout) if settings.redis_url
+                           else DatabaseReplayCache(db))
     revocations = RevocationList(db)
-    limiter = RateLimiter(settings.redis_url, on_state_change=lambda to: metrics.rate_limit_switches.labels(to).inc())
+    limiter = RateLimiter(settings.redis_url, timeout=settings.redis_timeout,
+                          on_state_change=lambda to: metrics.rate_limit_switches.labels(to).inc())
     audit = AuditWriter(db, pepper, metrics=metrics)
     exchanger = Exchanger(settings, snapshots, keys, jwks, audit, revocations, limiter, replay)
 
@@ -252,11 +254,13 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
             checks["keys"] = "unavailable"
         ok = all(v == "ok" for v in checks.values())
         # Redis is reported but does not make the replica unready: rate limits fall back to
-        # per-process windows, and only private_key_jwt needs the shared replay cache.
+        # per-process windows, and only private_key_jwt needs the shared replay cache. Every check
+        # has a deadline (ISSUER_DB_TIMEOUT, ISSUER_REDIS_TIMEOUT), so this answers while a peer is silent.
         if isinstance(ctx.replay, RedisReplayCache):
             checks["redis"] = "ok" if ctx.replay.ping() else "unavailable"
-        checks["rate_limits"] = ctx.exchanger.limiter.state
-        status = "unavailable" if not ok else "ok" if checks.get("redis", "ok") == "ok" else "degraded"
+        checks["rate_limits"] = ctx.exchanger.limiter.probe()
+        shared = checks.get("redis", "ok") == "ok" and checks["rate_limits"] != "degraded"
+        status = "unavailable" if not ok else "ok" if shared else "degraded"
         return json_response({"status": status, "checks": checks}, 200 if ok else 503)
 
 

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import clock
 from .audit_chain import ROW_FIELDS, AuditSealer, row_mac
+from .audit_commit import GroupCommitter
 from .db import Database
 from .errors import TemporarilyUnavailable
 from .metrics import Metrics
@@ -89,159 +89,6 @@ class AuditRecord:
             txn=self.txn,
             parent_jti=self.parent_jti,
         )
-
-
-@dataclass(eq=False)
-class _Waiter:
-    row: dict[str, Any]
-    done: bool = False
-    error: BaseException | None = None
-
-
-def _timestamp(value: object) -> str:
-    """A row's datetimes as PostgreSQL reads them back to the microsecond (the tag was computed on them)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def _check(result: Any) -> None:
-    from psycopg import DatabaseError, pq
-
-    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
-        raise DatabaseError((result.error_message or b"").decode(errors="replace") or "audit insert failed")
-
-
-class GroupCommitter:
-    """Leader/follower group commit: writers block in :meth:`write` until their row is durable."""
-
-    #: Rows per statement: bounds the statement's size, far above the threads one worker runs.
-    MAX_BATCH = 500
-
-    def __init__(self, db: Database, *, wait_timeout: float = 10.0) -> None:
-        self._db = db
-        # A Core INSERT: the ORM's unit of work costs more than the row is worth on this path.
-        self._insert = insert(AuditEvent)
-        self._wait_timeout = wait_timeout
-        self._cv = threading.Condition()
-        self._queue: list[_Waiter] = []
-        self._leading = False  #: a writer is committing a group; only the leader touches the connections
-        self._conn: Connection | None = None  #: batches, in a transaction
-        self._single: Connection | None = None  #: a lone row, autocommitted
-        self._autocommit = db.engine.dialect.name != "sqlite"  # SQLite's commit is local: no round trip to save
-        # psycopg: rows go straight to the driver as a prepared statement. SQLAlchemy's per-execute
-        # machinery (compiled-cache lookup, bind processing, result set-up) costs more than the insert.
-        self._psycopg = db.engine.dialect.name == "postgresql" and db.engine.dialect.driver == "psycopg"
-        # One statement for one row or a group: the rows travel as one JSON array parameter, so a group
-        # is one round trip and one transaction, and a row costs one C-encoded JSON object instead of
-        # a driver-side adaptation per column. Built from the model's own names only: no input reaches it.
-        table, columns = AuditEvent.__tablename__, ", ".join((*ROW_FIELDS, "mac"))
-        self._sql = (f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608
-                     f"FROM json_populate_recordset(NULL::{table}, $1::json)").encode()
-        self._prepared: object | None = None  #: the libpq connection the statement is prepared on
-        self._closed = False
-        db.on_dispose(self.close)
-
-    def close(self) -> None:
-        """Refuse new rows, let a commit under way finish, close the connections."""
-        with self._cv:
-            self._closed = True
-            self._cv.wait_for(lambda: not self._leading, timeout=self._wait_timeout)
-            self._reset()
-            self._cv.notify_all()
-
-    def write(self, row: dict[str, Any]) -> None:
-        """Return once ``row`` is committed; raise SQLAlchemyError if it is not (or not in time)."""
-        waiter = _Waiter(row)
-        deadline = clock.monotonic() + self._wait_timeout
-        with self._cv:
-            if self._closed:
-                raise SQLAlchemyError("the audit writer is closed")
-            self._queue.append(waiter)
-            while self._leading and not waiter.done:
-                self._cv.wait(timeout=max(0.0, deadline - clock.monotonic()))
-                if not waiter.done and self._leading and clock.monotonic() >= deadline:
-                    # The row may still be committed later: an audit row without a token is harmless,
-                    # the reverse is not.
-                    raise PoolTimeout("audit commit did not finish in time")
-            if not waiter.done and self._closed:
-                self._queue.remove(waiter)
-                raise SQLAlchemyError("the audit writer is closed")
-            if not waiter.done:
-                self._leading = True  # nobody is committing and our row waits: lead the next group
-        if not waiter.done:
-            try:
-                while not waiter.done:
-                    with self._cv:
-                        batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH:]
-                    self._commit(batch)
-                    with self._cv:
-                        self._cv.notify_all()
-            finally:
-                with self._cv:
-                    self._leading = False
-                    self._cv.notify_all()  # a writer whose row is still queued leads the next group
-        if waiter.error is not None:
-            raise waiter.error
-
-    def _commit(self, batch: list[_Waiter]) -> None:
-        try:
-            self._execute([w.row for w in batch])
-        except Exception as e:
-            self._reset()
-            if len(batch) == 1:
-                batch[0].error = e if isinstance(e, SQLAlchemyError) else SQLAlchemyError(type(e).__name__)
-            else:
-                # One bad row must not cost the others their answer: retry each alone, on a fresh connection.
-                for w in batch:
-                    self._commit([w])
-                return
-        for w in batch:
-            w.done = True
-
-    def _execute(self, rows: list[dict[str, Any]]) -> None:
-        if self._psycopg:
-            self._execute_psycopg(rows)
-            return
-        single = len(rows) == 1 and self._autocommit
-        if single:
-            # Alone: one autocommitted statement, one round trip.
-            if self._single is None:
-                self._single = self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            conn = self._single
-        else:
-            if self._conn is None:
-                self._conn = self._db.engine.connect()
-            conn = self._conn
-        # A group: one transaction, the rows sent as one pipelined executemany of the cached statement
-        # (a multi-VALUES statement would be compiled anew for every batch, costing more than it saves).
-        with conn.begin():
-            conn.execute(self._insert, rows[0] if single else rows)
-
-    def _execute_psycopg(self, rows: list[dict[str, Any]]) -> None:
-        """Straight to libpq (psycopg's public ``pq`` layer), which waits for the server without the GIL.
-
-        psycopg's cursor machinery (parameter adaptation, result set-up) cost more CPU than the
-        insert itself; here a row is one JSON object and the statement stays prepared."""
-        if self._single is None:
-            self._single = self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        pgconn: Any = self._single.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
-        if self._prepared is not pgconn:
-            _check(pgconn.prepare(b"issuer_audit_insert", self._sql))
-            self._prepared = pgconn
-        payload = json.dumps(rows, separators=(",", ":"), default=_timestamp).encode()
-        _check(pgconn.exec_prepared(b"issuer_audit_insert", [payload]))
-
-    def _reset(self) -> None:
-        self._prepared = None
-        for conn in (self._conn, self._single):
-            if conn is not None:
-                try:
-                    conn.invalidate()
-                    conn.close()
-                except Exception:  # already gone; new connections are made for the next batch
-                    log.debug("audit connection reset", exc_info=True)
-        self._conn = self._single = None
 
 
 class AuditWriter:

@@ -70,7 +70,7 @@ class _Env:
         if self._db is None:
             from .db import Database
 
-            self._db = Database(self.settings.database_url, pool_size=1)
+            self._db = Database(self.settings.database_url, pool_size=1, timeout=self.settings.db_timeout)
         return self._db
 
     def keystore(self) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
@@ -143,6 +143,8 @@ class AuditEvent(Base):
     """One exchange decision, granted or refused. Never a token, secret or key."""
 
     __tablename__ = "audit_events"
+    #: the overview's rate-limited count and reason filters read only matching records (migration 0009)
+    __table_args__ = (Index("ix_audit_events_reason_time", "reason", "time"),)
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     request_id: Mapped[str] = mapped_column(String(64))

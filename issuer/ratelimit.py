@@ -10,7 +10,8 @@ counts the same windows for one process.
 
 When Redis is configured but unreachable, each process falls back to its own
 in-process windows (never unlimited, never down), logs the switch once,
-reports ``degraded`` to ``/readyz``, and tries Redis again every few seconds.
+reports ``degraded`` to ``/readyz``, and tries Redis again every few seconds (and at
+each ``/readyz``, so readiness never claims shared budgets that are not).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def _retry_after(amount: int, window: int, elapsed: float, previous: int, curren
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str = "", *, on_state_change: Callable[[str], None] | None = None) -> None:
+    def __init__(self, redis_url: str = "", *, timeout: float = 0.5,
+                 on_state_change: Callable[[str], None] | None = None) -> None:
         self._on_state_change = on_state_change  #: told "degraded" or "shared" on each switch (metrics)
         self._memory_storage = MemoryStorage()
         self._memory = SlidingWindowCounterRateLimiter(self._memory_storage)
@@ -134,7 +136,9 @@ class RateLimiter:
             import redis
 
             try:
-                self._redis = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+                # Every connect and command ends after ``timeout``: a silent Redis degrades to local windows.
+                self._redis = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                                   health_check_interval=30)
             except ValueError as e:
                 raise ConfigurationError(f"ISSUER_REDIS_URL: {e}") from None
             self._script = self._redis.register_script(_LUA)
@@ -225,18 +229,33 @@ class RateLimiter:
                 return True
             if now < self._next_retry:
                 return False
-            self._next_retry = now + _RETRY_REDIS_EVERY
-            try:
-                healthy = bool(self._redis.ping())
-            except self._redis_error:
-                healthy = False
-            if not healthy:
-                return False
-            log.warning("rate limits: Redis is back, budgets are shared again")
-            self._degraded_since = None
-            if self._on_state_change is not None:
-                self._on_state_change("shared")
-            return True
+            self._next_retry = now + _RETRY_REDIS_EVERY  # one thread tries; the others stay local meanwhile
+        return self._try_redis()
+
+    def _try_redis(self) -> bool:
+        """Ping Redis (outside the lock: a silent Redis must not stall other threads) and share again
+        if it answers."""
+        assert self._redis is not None
+        try:
+            healthy = bool(self._redis.ping())
+        except self._redis_error:
+            healthy = False
+        if not healthy:
+            return False
+        with self._lock:
+            if self._degraded_since is not None:
+                log.warning("rate limits: Redis is back, budgets are shared again")
+                self._degraded_since = None
+                if self._on_state_change is not None:
+                    self._on_state_change("shared")
+        return True
+
+    def probe(self) -> str:
+        """:attr:`state`, after trying Redis now when degraded: readiness says ``shared`` the moment
+        Redis is back, and never says Redis is fine while budgets are still counted per process."""
+        if self._redis is not None and self._degraded_since is not None:
+            self._try_redis()
+        return self.state
 
     def _degrade(self, error: Exception) -> None:
         with self._lock:

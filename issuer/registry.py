@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from . import clock
 from .client_secrets import MIN_IMPORTED_SECRET_LENGTH, generate_secret, hash_secret, verify_secret
 from .db import Database
-from .errors import AlreadyExists, ConfigurationError, UnknownObject
+from .errors import AlreadyExists, ConfigurationError, TemporarilyUnavailable, UnknownObject
 from .identity.discovery import discover_jwks_uri
 from .identity.jwks import check_fetch_url
 from .identity.types import ASYMMETRIC_ALGORITHMS, TrustedIdp
@@ -254,31 +254,67 @@ def load_snapshot(db: Database, pepper: bytes) -> Snapshot:
 
 
 class SnapshotCache:
-    """Holds the current snapshot; checks the generation at most every ``interval`` seconds."""
+    """Holds the current snapshot; checks the generation at most every ``interval`` seconds.
 
-    def __init__(self, db: Database, pepper: bytes, interval: float) -> None:
+    One thread at a time refreshes, and no lock is held while it talks to the database: the others
+    keep serving the last snapshot meanwhile, so a slow or silent database costs one request its
+    deadline instead of stalling every thread of the worker behind a lock. Only before the first
+    snapshot is loaded do other threads wait for it, at most ``wait_timeout`` seconds, then 503.
+    A refresh that fails leaves the last snapshot in place and the next request tries again.
+    """
+
+    def __init__(self, db: Database, pepper: bytes, interval: float, *, wait_timeout: float = 5.0) -> None:
         self._db = db
         self._pepper = pepper
         self._interval = interval
-        self._lock = threading.Lock()
+        self._wait_timeout = wait_timeout
+        self._cv = threading.Condition()
+        self._refreshing = False  #: a thread is talking to the database; guarded by _cv
         self._snapshot: Snapshot | None = None
         self._checked_at = -1e18
 
-    def get(self) -> Snapshot:
+    def _fresh(self) -> Snapshot | None:
         snap = self._snapshot
         if snap is not None and clock.monotonic() - self._checked_at < self._interval:
             return snap
-        with self._lock:
-            snap = self._snapshot
-            if snap is not None and clock.monotonic() - self._checked_at < self._interval:
+        return None
+
+    def get(self) -> Snapshot:
+        snap = self._fresh()
+        if snap is not None:
+            return snap
+        with self._cv:
+            if self._refreshing:
+                if self._snapshot is not None:
+                    return self._snapshot  # another thread refreshes: the last snapshot meanwhile
+                if not self._cv.wait_for(lambda: self._snapshot is not None or not self._refreshing,
+                                         timeout=self._wait_timeout) or self._snapshot is None:
+                    raise TemporarilyUnavailable("The issuer's database is unavailable.")
+                return self._snapshot
+            snap = self._fresh()
+            if snap is not None:
                 return snap
-            with self._db.serving() as s:
+            self._refreshing = True
+        try:
+            return self._refresh()
+        finally:
+            with self._cv:
+                self._refreshing = False
+                self._cv.notify_all()
+
+    def _refresh(self) -> Snapshot:
+        """Outside any lock: only the flag above keeps a second thread from refreshing at the same time."""
+        snap = self._snapshot
+        try:
+            with self._db.session() as s:
                 gen = _generation(s)
             if snap is None or gen != snap.generation:
                 snap = load_snapshot(self._db, self._pepper)
                 self._snapshot = snap
-            self._checked_at = clock.monotonic()
-            return snap
+        except SQLAlchemyError as e:
+            raise TemporarilyUnavailable("The issuer's database is unavailable.") from e
+        self._checked_at = clock.monotonic()
+        return snap
 
     def invalidate(self) -> None:
         self._checked_at = -1e18

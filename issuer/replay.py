@@ -81,10 +81,13 @@ class DatabaseReplayCache:
 
 
 class RedisReplayCache:
-    def __init__(self, url: str, prefix: str = "issuer:replay:") -> None:
+    def __init__(self, url: str, prefix: str = "issuer:replay:", *, timeout: float = 1.0) -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        # A deadline on every connect and command, and a PING before reusing a connection idle for 30 s:
+        # a Redis that went silent costs one check ``timeout`` seconds, never a hang.
+        self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                           health_check_interval=30)
         self._prefix = prefix
 
     def ping(self) -> bool:

@@ -47,6 +47,21 @@ class Settings(BaseSettings):
         "`private_key_jwt` replay cache, shared by every worker and replica. Empty: rate limits are counted in "
         "each process and the replay cache is the `replay_cache` table.",
     )
+    db_timeout: float = Field(
+        5.0, ge=1.0, le=120.0,
+        description="Deadline of every database wait, seconds: a connection attempt (at least 2 s, libpq's "
+        "floor), one statement's round trip, a commit, a pooled connection's liveness check, the wait for a "
+        "free pooled connection. A database that stops answering makes a request a `503` within about twice "
+        "this (the liveness check, then one connection attempt), never after the outage. The server is asked "
+        "to cancel a statement at 90% of it, and TCP keepalives and `tcp_user_timeout` close a silent "
+        "connection at the kernel level too. SQLite waits for a lock at most 15 s.",
+    )
+    redis_timeout: float = Field(
+        0.5, gt=0.0, le=10.0,
+        description="Deadline of every Redis connect, command and health check, seconds: a Redis that stops "
+        "answering costs a rate-limit check this long once, then the per-process fallback (and the replay "
+        "cache a `503`).",
+    )
     signing_alg: Literal["ES256", "EdDSA"] = Field(
         "ES256",
         description="Algorithm of the key set `issuer init` creates when it is not given `--alg`. Rotation keeps "

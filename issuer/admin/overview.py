@@ -27,9 +27,11 @@ __all__ = ["DECISIONS", "VERIFY_INLINE_UP_TO", "Window", "decision_counts", "rea
 DECISIONS = ("granted", "denied")
 #: The audit reason of an exchange refused by a rate limit.
 RATE_LIMITED = "rate_limited"
-#: Verification reads every record and checks its tag; beyond this many records the overview leaves it to
-#: ``audit verify`` rather than make every look at the overview cost seconds of database reads.
-VERIFY_INLINE_UP_TO = 100_000
+#: Verification reads every record and checks its tag (about 45 µs a record on PostgreSQL: 72,000 records
+#: made every look at the overview cost 3 s); beyond this many records the overview leaves it to
+#: ``audit verify`` / ``GET /admin/v1/audit/verify``, so the overview costs a fixed handful of indexed
+#: statements (about 0.2 s of verification at most) however long the trail grows.
+VERIFY_INLINE_UP_TO = 5_000
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,14 @@ def readiness(db: Database, keys: KeyStore, settings: Settings) -> dict[str, str
         checks["keys"] = "ok"
     except ConfigurationError:
         checks["keys"] = "unavailable"
-    checks["redis"] = _redis(settings.redis_url) if settings.redis_url else "not configured"
+    checks["redis"] = _redis(settings.redis_url, settings.redis_timeout) if settings.redis_url else "not configured"
     return checks
 
 
-def _redis(url: str) -> str:
+def _redis(url: str, timeout: float) -> str:
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return "ok" if client.ping() else "unavailable"
     except redis.RedisError:
@@ -85,8 +87,9 @@ def rotation_state(keys: KeyStore) -> dict[str, Any]:
 def decision_counts(db: Database, window: Window) -> dict[str, Any]:
     """Exchanges per decision per slice of the window, and how many a rate limit refused.
 
-    One grouped count per slice on the indexed ``time`` column: the cost does not
-    grow with traffic the way reading the rows would.
+    One grouped count per slice on the indexed ``time`` column, and the rate-limited count on the
+    ``(reason, time)`` index (migration 0009), which reads only the rate-limited records of the
+    window: the cost is bounded by the window's traffic, never by the length of the trail.
     """
     end = int(clock.now()) + 1  # the current second included
     step = max(1, window.seconds // window.buckets)
