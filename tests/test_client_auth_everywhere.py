@@ -19,7 +19,7 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import select
 
 from issuer.models import AuditEvent
-from issuer.oauth.client_auth import FAILED_AUTH_PER_SOURCE
+from issuer.oauth.client_auth import FAILED_AUTH_PER_CLIENT, FAILED_AUTH_PER_SOURCE
 from tests.conftest import ACCESS_TOKEN, TOKEN_EXCHANGE, LiveIssuer
 from tests.test_exchange_e2e import error_of
 
@@ -145,6 +145,24 @@ def test_guessing_a_secret_is_throttled_everywhere(live_sqlite: LiveIssuer) -> N
     assert _metric(live, 'issuer_client_auth_failures_total{endpoint="token",reason="rate_limited"}') == 2
     # another client is not affected
     assert live.exchange("mcp-other", subject_token=live.idp.token(aud="https://mcp.other.example")).status_code == 200
+
+
+def test_guessing_from_many_addresses_is_bounded_per_client_id(live_sqlite: LiveIssuer) -> None:
+    live = live_sqlite
+    wrong = "Basic " + base64.b64encode(b"mcp-helpdesk:wrong-secret-value").decode()
+    right = "Basic " + base64.b64encode(f"mcp-helpdesk:{live.secrets['mcp-helpdesk']}".encode()).decode()
+
+    def introspect(address: str, authorization: str) -> int:
+        client = live.app.test_client()
+        client.environ_base["REMOTE_ADDR"] = address
+        return client.post("/introspect", data={"token": "t"}, headers={"Authorization": authorization}).status_code
+
+    per_address = FAILED_AUTH_PER_SOURCE.amount - 1  # each address stays under its own budget
+    for i in range(FAILED_AUTH_PER_CLIENT.amount):
+        assert introspect(f"10.1.{i // per_address}.{i % per_address}", wrong) == 401
+    assert introspect("10.2.0.1", right) == 429  # a fresh address, the right secret: the client id is spent
+    other = "Basic " + base64.b64encode(f"mcp-other:{live.secrets['mcp-other']}".encode()).decode()
+    assert introspect("10.2.0.1", other) == 200
 
 
 def test_successful_authentications_spend_no_budget(live_sqlite: LiveIssuer) -> None:
