@@ -48,7 +48,6 @@ from .oauth.client_auth import (
     authenticate_basic,
     authenticate_post,
     claimed_client_id,
-    printable_id,
 )
 from .oauth.rfc8414 import (
     INTROSPECT_PATH,
@@ -289,10 +288,7 @@ def _audit_refusal(ctx: IssuerContext, resp: Response) -> None:
     except ValueError:
         error = "invalid_request"
     authenticated: str | None = g.get("authenticated_client")
-    claimed = claimed_client_id(request)
-    form_ids = request.form.getlist("client_id")
-    if authenticated is not None:  # the client proved who it is: the id worth keeping is one that contradicts it
-        claimed = next((c for c in map(printable_id, form_ids) if c != authenticated), None)
+    claimed = claimed_client_id(request, authenticated)
     actor: dict[str, str] = {"endpoint": request.path}
     if claimed is not None:
         actor["claimed_client_id"] = claimed

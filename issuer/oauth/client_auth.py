@@ -92,13 +92,16 @@ def printable_id(value: str | None) -> str | None:
     return "".join(c for c in value[:1000] if c.isprintable())[:100] or None
 
 
-def claimed_client_id(request: Any) -> str | None:
+def claimed_client_id(request: Any, authenticated: str | None = None) -> str | None:
     """The client id a request's credentials name, whether or not they verify; never raises.
 
     The Basic user name, else the form's ``client_id``, else the ``sub`` of a ``client_assertion``
     (read without verifying it: it only names the budget a failed attempt spends and the audit
-    row's ``claimed_client_id``, never an identity).
+    row's ``claimed_client_id``, never an identity). Once a client has ``authenticated``, the only
+    claim worth keeping is a form ``client_id`` that contradicts it (None when there is none).
     """
+    if authenticated is not None:
+        return next((c for c in map(printable_id, request.form.getlist("client_id")) if c != authenticated), None)
     try:
         creds = basic_credentials(request.headers)
     except InvalidClient:

@@ -86,6 +86,12 @@ class IssuerServer(AuthorizationServer):  # type: ignore[misc]
         return client
 
     def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> ClientView:
+        """Authlib's client authentication, for every endpoint, inside the rules it does not know.
+
+        The throttle is checked before the credentials (a throttled guess must learn nothing) and
+        spent only when they fail; ``endpoint`` is Authlib's name (``token``, ``introspection``,
+        ``revocation``), used as the metric label.
+        """
         reject_multiple_methods(request)
         claimed, source = claimed_client_id(request), flask_request.remote_addr or ""
         self._guard.before(claimed, source, endpoint)
