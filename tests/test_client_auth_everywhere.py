@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -20,7 +21,8 @@ from sqlalchemy import select
 
 from issuer.models import AuditEvent
 from issuer.oauth.client_auth import FAILED_AUTH_PER_CLIENT, FAILED_AUTH_PER_SOURCE
-from tests.conftest import ACCESS_TOKEN, TOKEN_EXCHANGE, LiveIssuer
+from tests.conftest import ACCESS_TOKEN, TOKEN_EXCHANGE, LiveIssuer, make_settings, need_service
+from tests.support.fake_idp import FakeIdP
 from tests.test_exchange_e2e import error_of
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -163,6 +165,24 @@ def test_guessing_from_many_addresses_is_bounded_per_client_id(live_sqlite: Live
     assert introspect("10.2.0.1", right) == 429  # a fresh address, the right secret: the client id is spent
     other = "Basic " + base64.b64encode(f"mcp-other:{live.secrets['mcp-other']}".encode()).decode()
     assert introspect("10.2.0.1", other) == 200
+
+
+def test_replicas_share_the_budget_through_redis(tmp_path: Path, sqlite_url: str, idp: FakeIdP) -> None:
+    redis_url = need_service("ISSUER_TEST_REDIS_URL", "Redis")
+    one = LiveIssuer(make_settings(tmp_path, sqlite_url, redis_url=redis_url), idp)
+    two = LiveIssuer(make_settings(tmp_path, sqlite_url, redis_url=redis_url, keys_dir=tmp_path / "keys"), idp)
+    try:
+        client = f"mcp-{time.time_ns()}"  # a fresh client id: Redis keeps windows across test runs
+        secret = one.add_client(client, "https://mcp.shared.example", [])
+        for i in range(FAILED_AUTH_PER_SOURCE.amount):
+            replica = (one, two)[i % 2]
+            error_of(replica.post_form("/introspect", [("token", "t")], auth=(client, "wrong-secret-value")),
+                     401, "invalid_client")
+        for replica in (one, two):
+            error_of(replica.post_form("/introspect", [("token", "t")], auth=(client, secret)), 429, "rate_limited")
+    finally:
+        two.close()
+        one.close()
 
 
 def test_successful_authentications_spend_no_budget(live_sqlite: LiveIssuer) -> None:
