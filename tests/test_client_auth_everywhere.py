@@ -104,6 +104,21 @@ def test_failed_authentication_is_not_recorded_as_the_claimed_client(live: LiveI
     assert claimed == "evilid" + "x" * 94  # printable only, at most 100 characters
 
 
+def test_audit_tail_shows_a_claimed_id_as_claimed(live: LiveIssuer) -> None:
+    from click.testing import CliRunner
+
+    from issuer.cli import cli
+
+    live.exchange(secret="wrong-secret-wrong-secret")
+    live.exchange()
+    env = {"ISSUER_DATABASE_URL": live.settings.database_url, "ISSUER_KEYS_DIR": str(live.settings.keys_dir)}
+    res = CliRunner().invoke(cli, ["audit", "tail", "-n", "2"], env=env)
+    assert res.exit_code == 0, res.output
+    refused, granted = res.output.splitlines()
+    assert "invalid_client" in refused and "via claimed mcp-helpdesk -> -" in refused
+    assert "via mcp-helpdesk -> tickets" in granted
+
+
 # ----------------------------------------------------------------------------- audited, counted, throttled
 
 
