@@ -42,7 +42,13 @@ from .logs import bind_request, clear_request
 from .metrics import Metrics
 from .minting import sign
 from .oauth.capabilities import CapabilityIntrospection, CapabilityRevocation, CapabilityStore
-from .oauth.client_auth import PrivateKeyJwt, authenticate_basic, authenticate_post
+from .oauth.client_auth import (
+    ClientAuthGuard,
+    PrivateKeyJwt,
+    authenticate_basic,
+    authenticate_post,
+    claimed_client_id,
+)
 from .oauth.rfc8414 import (
     INTROSPECT_PATH,
     JWKS_PATH,
@@ -117,7 +123,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     audit = AuditWriter(db, pepper, metrics=metrics)
     exchanger = Exchanger(settings, snapshots, keys, jwks, audit, revocations, limiter, replay)
 
-    server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id), settings.url)
+    server = IssuerServer(lambda client_id: snapshots.get().clients.get(client_id), settings.url,
+                          ClientAuthGuard(limiter, metrics))
     server.init_app(app)
     server.register_client_auth_method("client_secret_basic", authenticate_basic)
     server.register_client_auth_method("client_secret_post", authenticate_post)
@@ -202,14 +209,22 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
 
     @app.post(INTROSPECT_PATH)
     def introspect() -> Response:
-        _form_only()
-        resp: Response = ctx.server.create_endpoint_response("introspection")
-        return resp
+        return _endpoint("introspection")
 
     @app.post(REVOKE_PATH)
     def revoke() -> Response:
-        _form_only()
-        resp: Response = ctx.server.create_endpoint_response("revocation")
+        return _endpoint("revocation")
+
+    def _endpoint(name: str) -> Response:
+        """Introspection and revocation refusals (a failed client authentication above all) are audited
+        as the token endpoint's are, so guessing a client secret here leaves the same trail."""
+        try:
+            _form_only()
+            resp: Response = ctx.server.create_endpoint_response(name)
+        except IssuerError as e:
+            resp = error_response(e)
+        if resp.status_code >= 400 and resp.status_code != 503:
+            _audit_refusal(ctx, resp)
         return resp
 
     @app.get(REVOCATION_FEED_PATH)
@@ -265,17 +280,25 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
 
 
 def _audit_refusal(ctx: IssuerContext, resp: Response) -> None:
-    """Refusals before the exchange (bad client credentials, malformed requests) are decisions too."""
+    """Refusals before the exchange (bad client credentials, malformed requests) are decisions too.
+
+    ``client_id`` is only ever a client that authenticated: a failed authentication must not read as
+    that client acting. What the request claimed goes to ``actor``, which for these rows is not an
+    ``act`` claim but ``{"endpoint": <path>, "claimed_client_id": <printable, at most 100>}`` (the
+    claim only when it differs from the authenticated id), so guessing at one client id still shows.
+    """
     try:
         error = str(json.loads(resp.get_data()).get("error", "invalid_request"))
     except ValueError:
         error = "invalid_request"
-    claimed = request.form.get("client_id") or (request.authorization.username if request.authorization else None)
+    authenticated: str | None = g.get("authenticated_client")
+    claimed = claimed_client_id(request, authenticated)
+    actor: dict[str, str] = {"endpoint": request.path}
     if claimed is not None:
-        claimed = "".join(c for c in claimed[:100] if c.isprintable())
+        actor["claimed_client_id"] = claimed
     ctx.exchanger.audit.record_denial(AuditRecord(
         time=clock.now(), request_id=g.get("request_id", ""), decision="denied", reason=error[:64],
-        client_id=claimed, client_addr=request.remote_addr,
+        client_id=authenticated, actor=actor, client_addr=request.remote_addr,
     ))
 
 

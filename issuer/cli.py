@@ -623,8 +623,11 @@ def audit_tail(env: _Env, /, count: int, follow: bool, as_json: bool, **filters:
         if as_json:
             click.echo(json.dumps(d, sort_keys=True))
         else:
+            # A refusal before the exchange keeps a client id that did not authenticate apart (actor).
+            claimed = (d["actor"] or {}).get("claimed_client_id") if isinstance(d["actor"], dict) else None
+            client = d["client_id"] or (f"claimed {claimed}" if claimed else "-")
             click.echo(f"{d['time']}  {d['decision']:<7} {d['reason']:<24} {d['sub'] or '-'}  via "
-                       f"{d['client_id'] or '-'} -> {d['tool'] or '-'}  [{d['granted_scopes'] or ''}]")
+                       f"{client} -> {d['tool'] or '-'}  [{d['granted_scopes'] or ''}]")
 
     rows = list(reversed(service.query_audit(filters, limit=min(max(count, 1), 1000), newest_first=True)))
     for row in rows[-count:] if count > 0 else []:

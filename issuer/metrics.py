@@ -35,6 +35,16 @@ class Metrics:
             "issuer_rate_limit_backend_switches_total",
             "Switches of the rate-limit backend: to 'degraded' (Redis lost, per-process windows) or back to 'shared'.",
             ["to"], registry=own)
+        self.client_auth_failures = Counter(
+            "issuer_client_auth_failures_total",
+            "Failed client authentications at /token, /introspect and /revoke: 'invalid_client', or "
+            "'rate_limited' when refused unchecked because the claimed client id failed too often.",
+            ["endpoint", "reason"], registry=own)
+        self.admin_auth_failures = Counter(
+            "issuer_admin_auth_failures_total",
+            "Failed admin-key sign-ins on the admin API ('api') or the console ('console'): 'invalid_key', "
+            "or 'rate_limited' when refused unchecked because the address or key id failed too often.",
+            ["surface", "reason"], registry=own)
         self.jwks_failures = Counter("issuer_jwks_fetch_failures_total", "Failed identity-provider JWKS fetches.",
                                      ["idp"], registry=own)
 

@@ -90,14 +90,14 @@ def _oauth_paths() -> dict[str, Any]:
             "summary": "RFC 7662 introspection of a capability (the presenting client must be its actor)",
             "requestBody": token_form_hint,
             "responses": {"200": _json(_ref("Introspection"), "active, and the capability's claims when active"),
-                          **_errors(400, 401, 413, 503)},
+                          **_errors(400, 401, 413, 429, 503)},
         }},
         REVOKE_PATH: {"post": {
             "operationId": "revoke", "tags": ["oauth"], "security": client_auth,
             "summary": "RFC 7009 revocation of a capability",
             "requestBody": token_form_hint,
             "responses": {"200": _json({"type": "object"}, "Revoked, or unknown (RFC 7009 answers 200 either way)"),
-                          **_errors(400, 401, 413, 503)},
+                          **_errors(400, 401, 413, 429, 503)},
         }},
         REVOCATION_FEED_PATH: {"get": {
             "operationId": "revocation_feed", "tags": ["oauth"], "security": [],
@@ -171,7 +171,7 @@ def _admin_paths() -> dict[str, Any]:
         else:
             assert r.response is not None and not isinstance(r.response, str)
             ok = _json(_ref(r.response.__name__), r.summary)
-        codes = [400, 401, 404, 503]
+        codes = [400, 401, 404, 429, 503]  # 429: the failed-sign-in throttle
         if r.write:
             codes.append(403)
         if r.body is not None:

@@ -42,7 +42,8 @@ _RETRY_REDIS_EVERY = 5.0
 _PREFIX = "issuer-rl"
 
 # KEYS: per limit, the counters of its previous and of its current window.
-# ARGV: per limit, its amount, its window in seconds, and the seconds elapsed in the current window.
+# ARGV: per limit, its amount, its window in seconds, and the seconds elapsed in the current window;
+# last, 1 to spend or 0 only to look (RateLimiter.peek).
 # Every limit is checked before any is spent, so a refusal spends nothing. The arithmetic is
 # ``limits``' (and _retry_after's below). Time comes from the caller, not Redis TIME: the caller
 # already read it to name the window keys, and tests freeze it.
@@ -65,6 +66,7 @@ for i = 1, #KEYS / 2 do
   end
 end
 if refused > 0 then return {refused, wait} end
+if ARGV[#ARGV] ~= '1' then return 0 end
 for i = 1, #KEYS / 2 do
   if redis.call('INCR', KEYS[2*i]) == 1 then redis.call('EXPIRE', KEYS[2*i], 2 * ARGV[3*i-1]) end
 end
@@ -155,17 +157,25 @@ class RateLimiter:
         """Spend one unit of every limit for ``key``, or none of them if any is exhausted.
 
         The refusal names the limit that keeps the caller waiting longest, and for how long."""
+        return self._run(limits, key, spend=True)
+
+    def peek(self, limits: Sequence[RateLimitItem], *key: str) -> Limited | None:
+        """What :meth:`hit` would answer, spending nothing: for budgets that only failures spend
+        (failed authentications), checked before the attempt and spent after it fails."""
+        return self._run(limits, key, spend=False)
+
+    def _run(self, limits: Sequence[RateLimitItem], key: Sequence[str], *, spend: bool) -> Limited | None:
         if not limits:
             return None
         limits, tag = _distinct(limits), _tag(key)
         if self._use_shared():
             try:
-                return self._hit_shared(limits, tag)
+                return self._hit_shared(limits, tag, spend)
             except self._redis_error as e:
                 self._degrade(e)
-        return self._hit_memory(limits, tag)
+        return self._hit_memory(limits, tag, spend)
 
-    def _hit_shared(self, limits: Sequence[RateLimitItem], tag: str) -> Limited | None:
+    def _hit_shared(self, limits: Sequence[RateLimitItem], tag: str, spend: bool = True) -> Limited | None:
         now = clock.now()
         keys: list[str] = []
         args: list[float] = []
@@ -175,6 +185,7 @@ class RateLimiter:
             base = f"{_PREFIX}:{{{tag}}}:{item.amount}/{window}:"  # one hash tag: one Cluster slot per call
             keys += (f"{base}{index - 1}", f"{base}{index}")
             args += (item.amount, window, now - index * window)
+        args.append(1 if spend else 0)
         refused = self._evalsha(keys, args)
         if not refused:
             return None
@@ -200,7 +211,7 @@ class RateLimiter:
             pool.release(conn)
         return self._script(keys=keys, args=args)
 
-    def _hit_memory(self, limits: Sequence[RateLimitItem], tag: str) -> Limited | None:
+    def _hit_memory(self, limits: Sequence[RateLimitItem], tag: str, spend: bool = True) -> Limited | None:
         with self._memory_lock:
             refused: Limited | None = None
             for item in limits:
@@ -211,7 +222,7 @@ class RateLimiter:
                 retry_after = _retry_after(item.amount, window, clock.now() % window, previous, current)
                 if refused is None or retry_after > refused.retry_after:
                     refused = Limited(retry_after=retry_after, limit=str(item))
-            if refused is None:
+            if refused is None and spend:
                 for item in limits:
                     self._memory.hit(item, tag)
             return refused

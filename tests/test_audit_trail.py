@@ -44,7 +44,10 @@ def test_every_decision_leaves_exactly_one_record(live: LiveIssuer) -> None:
         ("denied", "invalid_request"),
         ("denied", "invalid_grant"),
     ]
-    assert rows[2].client_id == "mcp-helpdesk"  # the claimed id, for spotting credential stuffing
+    # a failed authentication never reads as the client acting; the claimed id, for spotting credential
+    # stuffing, is kept apart
+    assert rows[2].client_id is None and rows[2].actor == {"endpoint": "/token", "claimed_client_id": "mcp-helpdesk"}
+    assert rows[3].client_id == "mcp-helpdesk"  # authenticated, then refused: the client's own row
     assert all(r.request_id for r in rows) and len({r.request_id for r in rows}) == len(rows)
     assert all(r.mac for r in rows)
     for r in rows:  # never a token or a secret

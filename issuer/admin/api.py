@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..responses import error_response, json_response
 from . import schemas as m
-from .credentials import AdminIdentity, authenticate
+from .credentials import AdminIdentity, SignInGuard
 from .service import AUDIT_FILTERS, AdminService, parse_time
 
 __all__ = ["MAX_VERSION", "PREFIX", "ROUTES", "Route", "admin_blueprint"]
@@ -369,8 +369,11 @@ def admin_blueprint() -> Blueprint:
         if "access_token" in request.args:
             raise InvalidRequest("credentials are never accepted in the URL")
         ctx = current_app.extensions["issuer"]
-        match = _BEARER.match(request.headers.get("Authorization", ""))
-        ident = authenticate(ctx.db, ctx.keys.pepper(), match.group(1)) if match else None
+        header = request.headers.get("Authorization", "")
+        match = _BEARER.match(header)
+        guard = SignInGuard(ctx.exchanger.limiter, ctx.metrics, "api")  # any key presented is logged and counted
+        ident = guard.authenticate(ctx.db, ctx.keys.pepper(), match.group(1) if match else "",
+                                   request.remote_addr or "") if header else None
         if ident is None:
             raise AdminUnauthorized()
         rule = request.url_rule.rule[len(PREFIX):] if request.url_rule else ""

@@ -5,10 +5,16 @@ lookup, the 256-bit secret is compared as an HMAC under the server pepper in
 constant time (the client-secret scheme, for the same reasons), and only the
 HMAC is stored. ``auditor`` keys read configuration and the audit trail;
 ``admin`` keys also change things.
+
+A 256-bit secret cannot be guessed, but guessing must still be seen and
+bounded: :class:`SignInGuard` (used by the admin API and the console sign-in)
+logs every failed sign-in (the key id when the key is well formed, never the
+key), counts it, and throttles failures per source address and per key id.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -20,16 +26,26 @@ from sqlalchemy.exc import IntegrityError
 from .. import clock
 from ..client_secrets import generate_secret, hash_secret, verify_secret
 from ..db import Database
-from ..errors import AlreadyExists, ConfigurationError, UnknownObject
+from ..errors import AlreadyExists, ConfigurationError, RateLimited, UnknownObject
+from ..metrics import Metrics
 from ..models import AdminKey
+from ..ratelimit import RateLimiter, parse_limits
 from ..registry import ChangeRecorder
 from ..validation import check_name
 
-__all__ = ["ROLES", "AdminIdentity", "authenticate", "create_key", "identity", "key_dict", "list_keys", "revoke_key"]
+__all__ = ["FAILED_SIGN_INS_PER_ADDRESS", "FAILED_SIGN_INS_PER_KEY", "ROLES", "AdminIdentity", "SignInGuard",
+           "authenticate", "create_key", "identity", "key_dict", "list_keys", "revoke_key"]
+
+log = logging.getLogger(__name__)
 
 ROLES = ("admin", "auditor")
 _KEY = re.compile(r"^iak_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _NO_HASH = "0" * 64
+#: Failed sign-ins (admin API and console together) one source address, and one key id, may cost.
+#: Only failures spend them; while either is spent every sign-in from that address, or with that
+#: key id, is refused unchecked (429), the right key included, or the guessing would simply go on.
+FAILED_SIGN_INS_PER_ADDRESS = parse_limits("failed admin-key sign-ins per address", "10/minute")[0]
+FAILED_SIGN_INS_PER_KEY = parse_limits("failed admin-key sign-ins per key id", "10/minute")[0]
 
 
 @dataclass(frozen=True)
@@ -116,3 +132,41 @@ def identity(db: Database, key_id: str) -> AdminIdentity | None:
     if row is None or row.revoked_at is not None:
         return None
     return AdminIdentity(row.key_id, row.name, row.role)
+
+
+class SignInGuard:
+    """Admin-key authentication with failures logged, counted and throttled.
+
+    ``surface`` (``api`` or ``console``) labels the log line and the
+    ``issuer_admin_auth_failures_total`` metric; the budgets are shared by both surfaces, and by
+    every replica when the limiter uses Redis.
+    """
+
+    def __init__(self, limiter: RateLimiter, metrics: Metrics, surface: str) -> None:
+        self._limiter = limiter
+        self._metrics = metrics
+        self._surface = surface
+
+    def authenticate(self, db: Database, pepper: bytes, presented: str, source: str) -> AdminIdentity | None:
+        """The key's identity, None for a wrong key; :class:`RateLimited` while its address or key id
+        has failed too often (checked before the key, so a throttled guess learns nothing)."""
+        m = _KEY.match(presented)
+        key_id = m.group(1) if m else None
+        budgets = [("admin-sign-in", "address", source)] + ([("admin-sign-in", "key", key_id)] if key_id else [])
+        limits = {"address": (FAILED_SIGN_INS_PER_ADDRESS,), "key": (FAILED_SIGN_INS_PER_KEY,)}
+        for key in budgets:
+            limited = self._limiter.peek(limits[key[1]], *key)
+            if limited is not None:
+                self._metrics.admin_auth_failures.labels(self._surface, "rate_limited").inc()
+                log.warning("admin key sign-in refused unchecked (%s): too many failures for this %s; "
+                            "address %s, key id %s", self._surface, key[1], source, key_id or "-")
+                raise RateLimited("too many failed sign-ins; retry later", retry_after=limited.retry_after)
+        who = authenticate(db, pepper, presented)
+        if who is None:
+            self._metrics.admin_auth_failures.labels(self._surface, "invalid_key").inc()
+            # The key id only when the key is well formed (it is not secret; the rest of the key is).
+            log.warning("admin key sign-in failed (%s): address %s, key id %s", self._surface, source,
+                        key_id or "- (malformed key)")
+            for key in budgets:
+                self._limiter.hit(limits[key[1]], *key)
+        return who

@@ -16,12 +16,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from flask import Flask, Request, current_app, session
+from flask import Flask, Request, current_app, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import BadSignature
 
 from .. import clock
-from ..admin.credentials import AdminIdentity, authenticate, identity
+from ..admin.credentials import AdminIdentity, SignInGuard, identity
 from ..settings import Settings
 
 __all__ = ["COOKIE", "MAX_AGE", "Signed", "configure", "csrf_token", "current", "sign_in", "sign_out", "valid_csrf"]
@@ -97,9 +97,11 @@ def valid_csrf(presented: str | None) -> bool:
 
 
 def sign_in(presented: str) -> AdminIdentity | None:
-    """Check an admin key (as the admin API does) and start a fresh session for it."""
+    """Check an admin key (as the admin API does, with the same failure log, metric and throttle, whose
+    :class:`~issuer.errors.RateLimited` the caller shows) and start a fresh session for it."""
     ctx = current_app.extensions["issuer"]
-    who = authenticate(ctx.db, ctx.keys.pepper(), presented.strip())
+    guard = SignInGuard(ctx.exchanger.limiter, ctx.metrics, "console")
+    who = guard.authenticate(ctx.db, ctx.keys.pepper(), presented.strip(), request.remote_addr or "")
     if who is None:
         return None
     now = int(clock.now())

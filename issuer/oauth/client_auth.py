@@ -4,12 +4,20 @@ Authlib's built-in functions are replaced for three reasons: an unknown
 client must always answer 401 (Authlib answers 400 for the post method), a
 malformed Basic header must be a 401 rather than an exception, and a request
 may use only one authentication method (RFC 6749 section 2.3).
+
+:class:`ClientAuthGuard` is what every endpoint that authenticates clients
+(``/token``, ``/introspect``, ``/revoke``) does around those methods: a form
+``client_id`` must name the client that authenticated, and failed attempts
+are counted and throttled per claimed client id, so guessing a secret is seen
+and bounded wherever it is tried.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -20,14 +28,30 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt as jose_jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
+from limits import RateLimitItem
 
 from .. import clock
-from ..errors import InvalidClient, InvalidRequest
+from ..errors import InvalidClient, InvalidRequest, RateLimited
 from ..identity.types import ASYMMETRIC_ALGORITHMS
+from ..kernel.strictjson import StrictJSONError
+from ..kernel.strictjson import loads as strict_loads
+from ..metrics import Metrics
+from ..ratelimit import RateLimiter, parse_limits
 from ..registry import ClientView
 from ..replay import ReplayCache
 
-__all__ = ["PrivateKeyJwt", "authenticate_basic", "authenticate_post", "basic_credentials", "reject_multiple_methods"]
+__all__ = [
+    "FAILED_AUTH_PER_CLIENT",
+    "FAILED_AUTH_PER_SOURCE",
+    "ClientAuthGuard",
+    "PrivateKeyJwt",
+    "authenticate_basic",
+    "authenticate_post",
+    "basic_credentials",
+    "claimed_client_id",
+    "printable_id",
+    "reject_multiple_methods",
+]
 
 QueryClient = Callable[[str], ClientView | None]
 #: RFC 7523 assertions are meant to be short-lived; this bounds how long a jti must be remembered.
@@ -36,14 +60,23 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def basic_credentials(headers: Any) -> tuple[str, str] | None:
+    """The Basic id and secret, None without a Basic header; a malformed one is ``invalid_client``.
+
+    WSGI hands header values over as latin-1 text, so an attacker's raw bytes above 0x7f arrive as
+    characters that base64 does not take: they are refused here, never passed to a decoder that
+    raises something else (werkzeug's ``request.authorization`` raises ``ValueError`` on them).
+    """
     auth = headers.get("Authorization")
     if not auth:
         return None
     scheme, _, value = auth.partition(" ")
     if scheme.lower() != "basic":
         return None
+    value = value.strip()
+    if not value.isascii():
+        raise InvalidClient("malformed Basic authorization header")
     try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidClient("malformed Basic authorization header") from None
     user, sep, password = decoded.partition(":")
@@ -51,6 +84,51 @@ def basic_credentials(headers: Any) -> tuple[str, str] | None:
         raise InvalidClient("malformed Basic authorization header")
     # RFC 6749 section 2.3.1: id and secret are form-urlencoded before Basic encoding ('+' is a space).
     return unquote_plus(user), unquote_plus(password)
+
+
+def printable_id(value: str | None) -> str | None:
+    """A client id the request named, fit for an audit row or a log: printable characters only, at
+    most 100 (a claimed id is attacker text; NUL, controls and bidi overrides never reach storage)."""
+    if value is None:
+        return None
+    return "".join(c for c in value[:1000] if c.isprintable())[:100] or None
+
+
+def claimed_client_id(request: Any, authenticated: str | None = None) -> str | None:
+    """The client id a request's credentials name, whether or not they verify; never raises.
+
+    The Basic user name, else the form's ``client_id``, else the ``sub`` of a ``client_assertion``
+    (read without verifying it: it only names the budget a failed attempt spends and the audit
+    row's ``claimed_client_id``, never an identity). Once a client has ``authenticated``, the only
+    claim worth keeping is a form ``client_id`` that contradicts it (None when there is none).
+    """
+    if authenticated is not None:
+        return next((c for c in map(printable_id, request.form.getlist("client_id")) if c != authenticated), None)
+    try:
+        creds = basic_credentials(request.headers)
+    except InvalidClient:
+        creds = None
+    if creds is not None:
+        return printable_id(creds[0])
+    form = request.form
+    claimed = form.get("client_id")
+    if not claimed:
+        claimed = _assertion_subject(form.get("client_assertion"))
+    return printable_id(claimed)
+
+
+def _assertion_subject(assertion: str | None) -> str | None:
+    if not assertion or len(assertion) > 16384:
+        return None
+    parts = assertion.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = strict_loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (StrictJSONError, binascii.Error, ValueError):
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) else None
 
 
 def reject_multiple_methods(request: Any) -> None:
@@ -153,3 +231,95 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
 
 class _AfterSignature(InvalidClient):
     """A refusal raised after the assertion's signature verified (the caller holds the client's key)."""
+
+
+#: Failed client authentications one claimed client id may cost from one source address, and from
+#: everywhere together. Only failures spend them. The per-address budget is the tighter one, so a
+#: guesser at one address cannot lock the real client out of its own; it takes many addresses.
+FAILED_AUTH_PER_SOURCE = parse_limits("failed client authentications per client id and address", "10/minute")[0]
+FAILED_AUTH_PER_CLIENT = parse_limits("failed client authentications per client id", "100/minute")[0]
+#: Spent budgets one process remembers; past this, entries whose wait is over are dropped, then the oldest.
+MAX_BLOCKED = 10_000
+
+_Budget = tuple[tuple[RateLimitItem, ...], tuple[str, ...]]
+
+
+class ClientAuthGuard:
+    """Throttles and counts failed client authentication; every endpoint that authenticates clients uses it.
+
+    Budgets are keyed by the *claimed* client id (see :func:`claimed_client_id`), so a guesser
+    spends the budget of the client it attacks, wherever it knocks: ``/token``, ``/introspect`` or
+    ``/revoke`` share it. The limiter is the exchanges' (Redis when configured), so every replica
+    shares the count.
+
+    Only a failure talks to the limiter: a failed attempt spends the budgets, and when the limiter
+    answers that one is spent, this process remembers it until the window lets the id try again.
+    While it remembers, every attempt for that id (from that address) is refused with 429 before
+    its credentials are checked, the right ones included, so a throttled guess learns nothing.
+    The check before an attempt is a look-up in this process's memory, never a round trip: a
+    successful authentication, the token endpoint's common case, costs the limiter nothing. Each
+    replica learns of a spent budget from its own failures (the one that spends the last unit looks
+    once more), so across R replicas a window admits at most the budget plus R - 1 checks.
+    """
+
+    def __init__(self, limiter: RateLimiter, metrics: Metrics) -> None:
+        self._limiter = limiter
+        self._metrics = metrics
+        self._blocked: dict[tuple[str, ...], float] = {}  #: budget key -> monotonic time it is spent until
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _budgets(claimed: str | None, source: str) -> list[_Budget]:
+        budgets: list[_Budget] = [((FAILED_AUTH_PER_SOURCE,), ("client-auth", claimed or "", source))]
+        if claimed:
+            budgets.append(((FAILED_AUTH_PER_CLIENT,), ("client-auth", claimed)))
+        return budgets
+
+    def before(self, claimed: str | None, source: str, endpoint: str) -> None:
+        """Refuse the attempt (429) while its client id is known here to have failed too often."""
+        if not self._blocked:
+            return
+        now = clock.monotonic()
+        for _limits, key in self._budgets(claimed, source):
+            until = self._blocked.get(key)
+            if until is None:
+                continue
+            if until <= now:
+                with self._lock:
+                    self._blocked.pop(key, None)
+                continue
+            self._metrics.client_auth_failures.labels(endpoint, "rate_limited").inc()
+            raise RateLimited("too many failed client authentications for this client; retry later",
+                              retry_after=max(1, math.ceil(until - now)))
+
+    def failed(self, claimed: str | None, source: str, endpoint: str, *, spend: bool = True) -> None:
+        """Count a failed authentication and, for a guess (``spend``), spend the client id's budgets;
+        :class:`RateLimited` when one was already spent (from then on refused here unchecked)."""
+        if not spend:
+            self._metrics.client_auth_failures.labels(endpoint, "invalid_client").inc()
+            return
+        refused: RateLimited | None = None
+        for limits, key in self._budgets(claimed, source):
+            limited = self._limiter.hit(limits, *key)
+            if limited is None:  # spent the last unit? then refuse the next attempt here unchecked
+                if (spent := self._limiter.peek(limits, *key)) is not None:
+                    self._remember(key, clock.monotonic() + max(1, spent.retry_after))
+                continue
+            self._remember(key, clock.monotonic() + max(1, limited.retry_after))
+            refused = RateLimited("too many failed client authentications for this client; retry later",
+                                      retry_after=max(1, limited.retry_after))
+        # labelled by the answer given: a failure that found its budget spent is answered 429
+        answer = "invalid_client" if refused is None else "rate_limited"
+        self._metrics.client_auth_failures.labels(endpoint, answer).inc()
+        if refused is not None:
+            raise refused
+
+    def _remember(self, key: tuple[str, ...], until: float) -> None:
+        with self._lock:
+            if len(self._blocked) >= MAX_BLOCKED:
+                now = clock.monotonic()
+                for k in [k for k, t in self._blocked.items() if t <= now]:
+                    del self._blocked[k]
+                while len(self._blocked) >= MAX_BLOCKED:  # dicts keep insertion order: the oldest first
+                    del self._blocked[next(iter(self._blocked))]
+            self._blocked[key] = until

@@ -6,6 +6,12 @@
 * Every error leaves through :meth:`handle_error_response`, the one place
   where errors become RFC 6749 section 5.2 JSON: a description is always
   present and legal, ``invalid_client`` is always 401.
+* Every client authentication (token grant, introspection, revocation) goes
+  through :meth:`IssuerServer.authenticate_client`: one method per request,
+  the failed-attempt throttle, and a form ``client_id`` that must name the
+  client that authenticated (RFC 6749 section 2.3.1, RFC 7521 section 4.2).
+  The authenticated id is kept in ``flask.g.authenticated_client`` so that a
+  refusal's audit row names only a client that proved who it is.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
-from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
-from flask import Response
+from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Payload, OAuth2Request
+from flask import Response, g
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
 from ..errors import InvalidClient, IssuerError, safe_description
 from ..registry import ClientView
+from .client_auth import ClientAuthGuard, claimed_client_id, reject_multiple_methods
 
 __all__ = ["FormOnlyRequest", "IssuerServer"]
 
@@ -68,13 +75,38 @@ class FormOnlyRequest(FlaskOAuth2Request):  # type: ignore[misc]
 
 
 class IssuerServer(AuthorizationServer):  # type: ignore[misc]
-    def __init__(self, clients: Any, base_url: str) -> None:
+    def __init__(self, clients: Any, base_url: str, guard: ClientAuthGuard) -> None:
         super().__init__()
         self._clients = clients
         self._base_url = base_url
+        self._guard = guard
 
     def query_client(self, client_id: str) -> ClientView | None:
         client: ClientView | None = self._clients(client_id)
+        return client
+
+    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> ClientView:
+        """Authlib's client authentication, for every endpoint, inside the rules it does not know.
+
+        The throttle is checked before the credentials (a throttled guess must learn nothing) and
+        spent only when they fail; ``endpoint`` is Authlib's name (``token``, ``introspection``,
+        ``revocation``), used as the metric label.
+        """
+        reject_multiple_methods(request)
+        claimed, source = claimed_client_id(request), flask_request.remote_addr or ""
+        self._guard.before(claimed, source, endpoint)
+        try:
+            client: ClientView = super().authenticate_client(request, methods, endpoint)
+        except OAuth2Error as e:
+            if e.error == "invalid_client":
+                self._guard.failed(claimed, source, endpoint)
+            raise
+        g.authenticated_client = client.client_id
+        if any(named != client.client_id for named in request.form.getlist("client_id")):
+            # The credentials are right, so this is no guess and spends no budget; but a request that
+            # names two clients is refused rather than read one way here and another way downstream.
+            self._guard.failed(claimed, source, endpoint, spend=False)
+            raise InvalidClient("client_id does not match the authenticated client")
         return client
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
