@@ -37,6 +37,7 @@ from .errors import (
 )
 from .exchange import Exchanger
 from .identity.jwks import JwksCache
+from .kernel import strictjson
 from .keys import JWKS_MAX_AGE, KeyStore
 from .logs import bind_request, clear_request
 from .metrics import Metrics
@@ -73,6 +74,7 @@ __all__ = ["JWKS_MAX_AGE", "IssuerContext", "create_app"]
 log = logging.getLogger("issuer")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _FORM = "application/x-www-form-urlencoded"
+_FORM_ENDPOINTS = frozenset({TOKEN_PATH, INTROSPECT_PATH, REVOKE_PATH})
 
 
 @dataclass
@@ -161,6 +163,24 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
         rid = request.headers.get("X-Request-Id", "")
         g.request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
         bind_request(g.request_id)
+
+    @app.before_request
+    def _form_characters() -> Response | None:
+        """The strict decoder's character rules for every form field (names too) of the token endpoints, in
+        one place: a NUL cannot be stored in PostgreSQL and a lone surrogate cannot be encoded at all, so
+        either one would break the refusal's own audit row. Refused, and audited, before anything else runs."""
+        if request.method != "POST" or request.path not in _FORM_ENDPOINTS:
+            return None
+        try:
+            for name, values in (*request.args.lists(), *request.form.lists()):
+                strictjson.check_text(name, "a form field name")
+                for value in values:
+                    strictjson.check_text(value, "a form field")
+        except strictjson.StrictJSONError as e:
+            resp = error_response(InvalidRequest(str(e)))
+            _audit_refusal(ctx, resp)  # raises TemporarilyUnavailable (a 503) when the row cannot be written
+            return resp
+        return None
 
     @app.teardown_request
     def _unbind(_exc: BaseException | None) -> None:

@@ -130,11 +130,13 @@ class AuditWriter:
         return out
 
     def _write(self, record: AuditRecord) -> None:
-        row = record.to_row()
-        row["mac"] = row_mac(self._pepper, row)
+        """Tag and commit one row; any failure on the way (the database, or a value that cannot be encoded
+        for the tag or the driver) is counted here, once, and raised for the caller to answer 503."""
         try:
+            row = record.to_row()
+            row["mac"] = row_mac(self._pepper, row)
             self._committer.write(row)
-        except SQLAlchemyError:
+        except Exception:
             if self._metrics is not None:
                 self._metrics.audit_failures.labels(record.decision).inc()
             raise
@@ -159,16 +161,23 @@ class AuditWriter:
         """Durably record a grant. Raises TemporarilyUnavailable (503) when it cannot."""
         try:
             self._write(record)
-        except SQLAlchemyError as e:
+        except Exception as e:  # whatever failed, the token must not leave without its row
             log.error("audit write failed; refusing to issue: %s", type(e).__name__)
             raise TemporarilyUnavailable("The audit trail is unavailable; no token was issued.") from None
 
     def record_denial(self, record: AuditRecord) -> None:
-        """Record a refusal. The refusal stands even if the write fails; the failure is logged."""
+        """Durably record a refusal. Raises TemporarilyUnavailable (503) when it cannot.
+
+        No refusal without its record: a refusal whose row is lost is an attack nobody can see (a probe
+        that also breaks the write, or an outage that hides a brute force). The failure is counted
+        (``issuer_audit_write_failures_total``) and logged as an error, and the client is told the
+        truth: the issuer could not decide on the record, so it answers 503, not the refusal.
+        """
         try:
             self._write(record)
-        except SQLAlchemyError as e:
-            log.error("audit write of a denial failed: %s", type(e).__name__)
+        except Exception as e:  # logged by type only: a driver's message can quote the row
+            log.error("audit write of a denial failed; answering 503: %s", type(e).__name__)
+            raise TemporarilyUnavailable("The audit trail is unavailable; the request was not processed.") from None
 
 
 def _replace(arguments: dict[str, Any], dotted: str, how: Callable[[Any], Any]) -> None:

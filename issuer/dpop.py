@@ -14,6 +14,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import jwt
+
+from .kernel import strictjson
 
 __all__ = ["ALGORITHMS", "DPoPError", "DPoPProof", "NonceSource", "access_token_hash", "htu_matches",
            "jwk_thumbprint", "verify_proof"]
@@ -144,10 +147,10 @@ def verify_proof(proof: str, *, method: str, url: str, now: float, max_age: int 
     if len(segments) != 3 or not all(_SEGMENT.fullmatch(s) for s in segments):
         _fail("the proof is not a compact JWS")
     try:
-        header = json.loads(_b64(segments[0]))
-        claims = json.loads(_b64(segments[1]))
+        header = strictjson.loads(_b64(segments[0]))
+        claims = strictjson.loads(_b64(segments[1]))
         signature = _b64(segments[2])
-    except (ValueError, binascii.Error, RecursionError):
+    except (ValueError, binascii.Error):  # StrictJSONError is a ValueError
         _fail("the proof is not a compact JWS")
     if not isinstance(header, dict) or not isinstance(claims, dict):
         _fail("the proof is not a compact JWS")
@@ -181,7 +184,9 @@ def verify_proof(proof: str, *, method: str, url: str, now: float, max_age: int 
         _fail("htm does not match the request method")
     if not isinstance(htu, str) or not htu_matches(htu, url):
         _fail("htu does not match the request URI")
-    if isinstance(iat, bool) or not isinstance(iat, int | float):
+    # A finite number and not a boolean: NaN would pass both window checks below (every comparison with
+    # NaN is false) and then crash int(); the strict decoder already refuses it, this holds for any caller.
+    if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
         _fail("iat is missing or malformed")
     if iat > now + leeway:
         _fail("iat is in the future")

@@ -129,6 +129,8 @@ class Exchanger:
         )
 
     def exchange(self, client: ClientView, req: ExchangeRequest) -> Capability:
+        """Decide, mint and record: each outcome's row is written before the caller sees it; when it cannot be,
+        ``commit_grant`` or ``record_denial`` raises TemporarilyUnavailable, which replaces the answer (503)."""
         started = clock.now()
         now = int(started)
         record = AuditRecord(

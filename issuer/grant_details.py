@@ -36,6 +36,7 @@ from .constraints import (
 )
 from .errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
 from .grant import Grant
+from .kernel import strictjson
 from .policy import Decision
 from .registry import ToolView
 from .tool_invocation import TOOL_INVOCATION, bind_arguments
@@ -61,18 +62,14 @@ class RequestedDetail:
     arguments: Mapping[str, Any] | None = None
 
 
-def _reject_constant(name: str) -> Any:
-    raise InvalidRequest("authorization_details: NaN and Infinity are not JSON")
-
-
 def parse_authorization_details(raw: str) -> RequestedDetail:
     """Parse the form parameter: a JSON array with exactly one ``tool_invocation`` object."""
     if len(raw.encode("utf-8", "surrogatepass")) > _MAX_DETAILS_BYTES:
         raise InvalidRequest("authorization_details is too large")
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise InvalidRequest("authorization_details must be a JSON array (RFC 9396)") from None
+        value = strictjson.loads(raw)
+    except strictjson.StrictJSONError as e:  # the message names the rule broken, never the input
+        raise InvalidRequest(f"authorization_details must be a JSON array (RFC 9396): {e}") from None
     if not isinstance(value, list) or not value:
         raise InvalidRequest("authorization_details must be a non-empty JSON array (RFC 9396)")
     if len(value) > 1:

@@ -34,6 +34,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from . import clock
 from .dpop import jwk_thumbprint
 from .errors import ConfigurationError
+from .kernel import strictjson
 
 __all__ = ["JWKS_MAX_AGE", "KeyInfo", "KeyStore", "SigningKey", "jwk_thumbprint"]
 
@@ -252,7 +253,9 @@ class KeyStore:
 
     def _parse_state(self, data: bytes) -> list[KeyInfo]:
         try:
-            return [KeyInfo(**k) for k in json.loads(data)["keys"]]
+            # Strict like every other JSON the issuer reads: the key state decides which key signs and which
+            # ones the JWKS publishes, so a duplicate member must not pick a key silently.
+            return [KeyInfo(**k) for k in strictjson.loads(data)["keys"]]
         except (ValueError, KeyError, TypeError) as e:
             path = self.directory / _STATE_FILE
             raise ConfigurationError(f"{path}: unreadable key state ({type(e).__name__})") from None

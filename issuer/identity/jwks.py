@@ -15,7 +15,6 @@ not control, so it is built around three rules:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ import jwt
 
 from .. import clock
 from ..errors import ConfigurationError, InvalidGrant, TemporarilyUnavailable
+from ..kernel import strictjson
 from ..loopback import is_loopback
 from .types import ASYMMETRIC_ALGORITHMS, TrustedIdp
 
@@ -143,8 +143,9 @@ def fetch_json(
     except httpx.HTTPError as exc:
         raise FetchError(type(exc).__name__) from None
     try:
-        return json.loads(bytes(buf)), headers
-    except (ValueError, RecursionError):
+        # Strict: a key set with duplicate members could name one key to us and another to a peer.
+        return strictjson.loads(bytes(buf)), headers
+    except strictjson.StrictJSONError:
         raise FetchError("response is not JSON") from None
 
 

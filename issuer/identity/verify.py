@@ -28,6 +28,7 @@ import jwt
 
 from .. import clock
 from ..errors import InvalidGrant
+from ..kernel import strictjson
 from .types import ASYMMETRIC_ALGORITHMS, TrustedIdp, VerifiedSubject
 
 __all__ = ["MAX_GROUPS", "MAX_TOKEN_LENGTH", "KeyResolver", "VerifiedTokenCache", "peek_issuer", "verify_token"]
@@ -57,25 +58,12 @@ class _Malformed(Exception):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Duplicate members are how two parsers get to disagree about a token.
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _Malformed
-        out[k] = v
-    return out
-
-
-def _no_constant(_: str) -> NoReturn:
-    raise _Malformed  # NaN / Infinity are not JSON
-
-
 def _json_object(segment: str) -> dict[str, Any]:
+    """A segment under the project's one strict decoder (duplicate members, NaN, NUL, surrogates, depth)."""
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except (binascii.Error, ValueError, RecursionError, _Malformed):
+        value = strictjson.loads(raw)
+    except (binascii.Error, ValueError):  # StrictJSONError is a ValueError
         raise _Malformed from None
     if not isinstance(value, dict):
         raise _Malformed
@@ -83,6 +71,9 @@ def _json_object(segment: str) -> dict[str, Any]:
 
 
 def _plain_json(segment: str) -> dict[str, Any]:
+    """The verified-cache fast path only: this exact text already passed :func:`_json_object` (the strict
+    decoder) when its signature was checked, and the same text decodes to the same value, so the plain
+    decoder cannot accept anything the strict one refused here. Never use it on text not seen before."""
     value: dict[str, Any] = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     return value
 

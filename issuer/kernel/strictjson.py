@@ -119,7 +119,9 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
     if text.startswith("\ufeff"):
         raise StrictJSONError("byte order mark before JSON")  # RFC 8259 section 8.1
     _depth(text, max_depth)
-    if _BAD_CHAR.search(text) is not None:
+    # An ASCII text (every token and most bodies; isascii is a flag check) holds no surrogate: only NUL is
+    # left to look for, by memchr (the regex costs ~1.4 µs on a capability payload, the first-seen path).
+    if ("\x00" in text) if text.isascii() else (_BAD_CHAR.search(text) is not None):
         raise StrictJSONError("NUL and unpaired surrogates are not allowed")
     try:
         value, end = _DECODER.raw_decode(text, _skip_ws(text))

@@ -472,9 +472,18 @@ def test_groups_forms(
     assert verify(sign(ec_key, claims(groups=groups)), cache, idp).groups == expected
 
 
-@pytest.mark.parametrize("groups", [{"a": 1}, 5, [1], ["ok", None], ["a\x00b"], True])
+@pytest.mark.parametrize("groups", [{"a": 1}, 5, [1], ["ok", None], True])
 def test_bad_groups_refused(cache: JwksCache, idp: TrustedIdp, ec_key: SigningKey, groups: Any) -> None:
     assert_refused(sign(ec_key, claims(groups=groups)), cache, idp, "invalid groups claim")
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\ud800"], ids=["NUL", "lone surrogate"])
+def test_a_refused_character_anywhere_in_the_payload_is_a_malformed_token(
+        cache: JwksCache, idp: TrustedIdp, ec_key: SigningKey, value: str) -> None:
+    """The strict decoder refuses the text before any claim is read: no such string reaches storage or a log."""
+    for claim in ("groups", "tenant", "name"):
+        assert_refused(sign(ec_key, claims(**{claim: [value] if claim == "groups" else value})), cache, idp,
+                       "malformed token")
 
 
 def test_huge_integer_exp_does_not_crash(cache: JwksCache, idp: TrustedIdp, ec_key: SigningKey) -> None:

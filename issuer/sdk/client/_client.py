@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from issuer.tool_invocation import TOOL_INVOCATION, canonical_arguments
 
+from ...kernel import strictjson
 from ._cache import CacheKey, CapabilityCache, token_digest
 from ._capability import ACCESS_TOKEN_TYPE, IssuedCapability
 from ._credentials import ClientSecret, PrivateKeyJwt
@@ -428,9 +429,12 @@ def _metadata_url(issuer: str) -> str:
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The issuer's answer under the issuer's own strict decoder: an answer with a duplicate member (two
+    ``access_token`` or ``scope`` values) is read one way here and another by a proxy or a log pipeline, so it
+    is no answer; NUL, lone surrogates and NaN are not in any answer the issuer sends."""
     try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        value = strictjson.loads(body)
+    except strictjson.StrictJSONError:
         return None
     return value if isinstance(value, dict) else None
 

@@ -10,13 +10,13 @@ whole fetch has a deadline because socket timeouts apply per read.
 from __future__ import annotations
 
 import http.client
-import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
+from ...kernel import strictjson
 from ...loopback import is_loopback
 
 __all__ = ["MAX_DOCUMENT_BYTES", "FetchError", "check_url", "fetch_bytes", "fetch_json", "is_loopback"]
@@ -68,18 +68,14 @@ _OPENER = urllib.request.build_opener(_RefuseRedirects)
 _LOOPBACK_OPENER = urllib.request.build_opener(_RefuseRedirects, urllib.request.ProxyHandler({}))
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
 def fetch_json(
     url: str, *, timeout: float, allow_insecure_loopback: bool, max_bytes: int = MAX_DOCUMENT_BYTES
 ) -> Any:
     """The parsed JSON at ``url``; :class:`FetchError` on any failure (never a body in the message)."""
     body = fetch_bytes(url, timeout=timeout, allow_insecure_loopback=allow_insecure_loopback, max_bytes=max_bytes)
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+        return strictjson.loads(body)  # metadata and key sets: one reading, whoever else parses them
+    except strictjson.StrictJSONError:
         raise FetchError("response is not JSON") from None
 
 

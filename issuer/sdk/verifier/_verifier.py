@@ -6,14 +6,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import jwt
 from cryptography.exceptions import InvalidSignature
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from ... import clock
 from ...constraints import ConstraintViolation, evaluate_prepared
 from ...dpop import DPoPError, verify_proof
+from ...kernel import strictjson
 from ...tool_invocation import arguments_digest
 from ._bearer import authorization_token
 from ._capability import Capability, capability_from_claims
@@ -113,14 +113,6 @@ class _Seen:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
-# One decoder for the process (json.loads with options would build one per call).
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 class CapabilityVerifier:
@@ -376,9 +368,11 @@ class CapabilityVerifier:
         # An empty signature is left to the header check, so that "alg": "none" is named as such.
         if not (_SEGMENT.fullmatch(head) and _SEGMENT.fullmatch(payload) and _SEGMENT.fullmatch(signature or "A")):
             raise InvalidToken(f"the {what} is not a compact JWS")
+        # The issuer's strict decoder (duplicate members, NaN, NUL, surrogates, depth): on first sight
+        # only, the seen-before path never parses.
         try:
-            header = _JSON.decode(_b64(head).decode())
-        except (ValueError, RecursionError, binascii.Error):
+            header = strictjson.loads(_b64(head))
+        except (ValueError, binascii.Error):  # StrictJSONError is a ValueError
             raise InvalidToken(f"the {what} header is malformed") from None
         alg, kid = self._check_header(header, typ, what)
         key = self._keys.key_for(kid, alg)
@@ -389,8 +383,8 @@ class CapabilityVerifier:
         if not valid:
             raise InvalidToken(f"the {what} signature is invalid")
         try:
-            claims = _JSON.decode(_b64(payload).decode())
-        except (ValueError, RecursionError, binascii.Error):
+            claims = strictjson.loads(_b64(payload))
+        except (ValueError, binascii.Error):
             raise InvalidToken(f"the {what} payload is not JSON") from None
         if not isinstance(claims, dict):
             raise InvalidToken(f"the {what} payload is not a JSON object")

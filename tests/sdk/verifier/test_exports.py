@@ -71,8 +71,8 @@ def test_import_needs_no_server_dependency() -> None:
         "bad = sorted({m.split('.')[0] for m in sys.modules} & {'flask', 'werkzeug', 'sqlalchemy', 'authlib',"
         " 'httpx', 'redis', 'starlette', 'mcp', 'pydantic', 'anyio', 'yaml', 'alembic', 'joserfc'})\n"
         "server = sorted(m for m in sys.modules if m.startswith('issuer.') and not m.startswith("
-        "('issuer.sdk', 'issuer.constraints', 'issuer.tool_invocation', 'issuer.clock', 'issuer.loopback',"
-        " 'issuer.dpop')))\n"
+        "('issuer.sdk', 'issuer.kernel', 'issuer.constraints', 'issuer.tool_invocation', 'issuer.clock',"
+        " 'issuer.loopback', 'issuer.dpop')))\n"
         "print(bad, server)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
