@@ -86,3 +86,16 @@ def test_a_nul_in_a_body_field_is_a_400_not_a_503(admin_on: Admin) -> None:
         status, _, answer = raw(admin_on, "POST", path, body.encode())
         assert (status, answer["error"]) == (400, "invalid_request"), (path, answer)
     assert registry_rows(admin_on.live.db) == before
+
+
+@pytest.mark.parametrize(("path", "query"), [
+    ("/audit", "sub=%ED%A0%80"),  # a lone surrogate, encoded as if it were UTF-8
+    ("/revocations/count", "jti=%FF"),
+    ("/tools/tick%ED%B0%80ets", ""),
+])
+def test_a_surrogate_or_bytes_that_are_not_utf8_in_the_url_are_a_400(admin_on: Admin, path: str,
+                                                                     query: str) -> None:
+    """Werkzeug would read them as U+FFFD and look that up; the rule is the decoder's: not UTF-8, refused."""
+    resp = admin_on.live.http.get(PREFIX + path + (f"?{query}" if query else ""),
+                                  headers={"Authorization": f"Bearer {admin_on.key}"})
+    assert "not UTF-8" in error(resp, 400, "invalid_request")

@@ -85,3 +85,12 @@ def test_a_bad_character_in_a_policy_document_is_an_html_400(console: Console, e
                 f"    scopes: [tickets:read]\n    description: \"{escape}\"\n")
     refused_page(console.post("/policy", {"document": document}), "NUL")
     assert registry_rows(db) == before
+
+
+def test_a_surrogate_encoded_in_a_form_or_url_is_an_html_400(console: Console) -> None:
+    """Werkzeug reads bytes that are not UTF-8 as U+FFFD; the console refuses them instead."""
+    console.get("/revocation")
+    body = f"csrf_token={console.csrf}&kind=sub&value=alice%ED%A0%80"
+    resp = console.client.post("/console/revocation", data=body, content_type="application/x-www-form-urlencoded")
+    refused_page(resp, "not UTF-8")
+    refused_page(console.get("/audit?sub=%ED%A0%80"), "not UTF-8")
