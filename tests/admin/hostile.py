@@ -15,7 +15,7 @@ from sqlalchemy import column, inspect, select, table
 
 from issuer.db import Database
 
-__all__ = ["BAD_CHARS", "bad_json_bodies", "bad_texts", "registry_rows"]
+__all__ = ["BAD_CHARS", "bad_json_bodies", "bad_segments", "bad_texts", "registry_rows"]
 
 #: Characters no stored string may hold: NUL and lone surrogates of both halves.
 BAD_CHARS = ("\x00", "\ud800", "\udbff", "\udc00", "\udfff")
@@ -30,6 +30,11 @@ _plain = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size
 def bad_texts(draw: st.DrawFn) -> str:
     """Printable text with at least one NUL or lone surrogate somewhere in it."""
     return draw(_plain) + draw(st.sampled_from(BAD_CHARS)) + draw(_plain)
+
+
+def bad_segments() -> st.SearchStrategy[str]:
+    """:func:`bad_texts` that stay one path segment: a '/' would route elsewhere (or redirect), not be refused."""
+    return bad_texts().map(lambda text: text.replace("/", "_"))
 
 
 def _escape(text: str) -> str:
