@@ -15,7 +15,8 @@ from sqlalchemy import column, inspect, select, table
 
 from issuer.db import Database
 
-__all__ = ["BAD_CHARS", "bad_json_bodies", "bad_segments", "bad_texts", "registry_rows"]
+__all__ = ["BAD_CHARS", "POLICY", "bad_json_bodies", "bad_policy_documents", "bad_segments", "bad_texts",
+           "registry_rows"]
 
 #: Characters no stored string may hold: NUL and lone surrogates of both halves.
 BAD_CHARS = ("\x00", "\ud800", "\udbff", "\udc00", "\udfff")
@@ -71,6 +72,37 @@ def bad_json_bodies(draw: st.DrawFn, valid: dict[str, Any]) -> bytes:
         raw = draw(st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\xc0\x80"]))
         return text[:-1].encode() + (b", " if fields else b"") + b'"z": "' + raw + b'"}'
     return text.encode()
+
+
+#: A policy the standard test registry (tests/conftest.py) accepts; each hostile document breaks it in one place.
+POLICY = ("rules:\n  - id: fuzz\n    idp: idp-a\n    groups: [support]\n    clients: [mcp-helpdesk]\n"
+          "    tool: tickets\n    scopes: [tickets:read]\n")
+_YAML_ESCAPES = ("\\0", "\\x00", "\\u0000", "\\ud800", "\\udfff", "\\U0000d800")
+
+
+@st.composite
+def bad_policy_documents(draw: st.DrawFn) -> str:
+    """:data:`POLICY` with one thing YAML accepts and the policy rules refuse."""
+    kind = draw(st.sampled_from(["escape", "escaped_key", "nan", "digits", "deep", "bomb"]))
+    if kind == "escape":  # YAML's own escapes spell NUL and lone surrogates in plain ASCII
+        text = draw(_plain).replace('"', "").replace("\\", "")
+        return POLICY + f'    description: "{text}{draw(st.sampled_from(_YAML_ESCAPES))}"\n'
+    if kind == "escaped_key":
+        return POLICY + f'    constraints:\n      "a{draw(st.sampled_from(_YAML_ESCAPES))}": {{eq: x}}\n'
+    if kind == "nan":
+        number = draw(st.sampled_from([".nan", ".inf", "-.Inf", ".NaN"]))
+        return POLICY + f"    constraints:\n      n: {{eq: {number}}}\n"
+    if kind == "digits":
+        return POLICY + "    max_lifetime: " + "9" * draw(st.integers(min_value=41, max_value=6000)) + "\n"
+    if kind == "deep":
+        depth = draw(st.integers(min_value=33, max_value=20_000))
+        return POLICY + "    constraints:\n      n: {in: " + "[" * depth + "]" * depth + "}\n"
+    levels = draw(st.integers(min_value=6, max_value=9))  # 10**levels values from a few hundred bytes
+    names = "abcdefghij"
+    lines = ["    constraints:", "      q0: {in: &a [x, x, x, x, x, x, x, x, x, x]}"]
+    lines += [f"      q{i}: {{in: &{names[i]} [" + ", ".join([f"*{names[i - 1]}"] * 10) + "]}"
+              for i in range(1, levels)]
+    return POLICY + "\n".join(lines) + "\n"
 
 
 def _literal(value: Any) -> str:

@@ -5,8 +5,9 @@ OpenAPI document), so a new route is fuzzed without anyone remembering to. Each
 request is otherwise valid (an admin key, a body the route accepts, a name
 that exists) and breaks one rule in one place: a path segment or a query
 parameter holding NUL or a lone surrogate, or a body breaking one of the
-strict JSON rules. On SQLite and PostgreSQL: NUL is what PostgreSQL cannot
-store, so that is where a missing check showed as a 503.
+strict JSON rules, or a policy document breaking one of the policy rules.
+On SQLite and PostgreSQL: NUL is what PostgreSQL cannot store, so that is
+where a missing check showed as a 503.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from issuer.admin.api import PREFIX, ROUTES, Route
-from tests.admin.hostile import bad_json_bodies, bad_segments, bad_texts, registry_rows
+from tests.admin.hostile import bad_json_bodies, bad_policy_documents, bad_segments, bad_texts, registry_rows
 from tests.conftest import LiveIssuer
 from tests.test_admin_api import service
 
@@ -65,6 +66,7 @@ def hostile_requests(draw: st.DrawFn, key_id: str) -> tuple[str, str, bytes | No
     route = draw(st.sampled_from(ROUTES))
     params = _PARAM.findall(route.path)
     places = ["query"] + (["path"] if set(params) - {"version"} else []) + (["body"] if route.body else [])
+    places += ["policy"] if (route.method, route.path) == ("POST", "/policy") else []
     place = draw(st.sampled_from(places))
     bad_param = draw(st.sampled_from(sorted(set(params) - {"version"}))) if place == "path" else None
     path = _PARAM.sub(lambda m: _encode(draw(bad_segments())) if m.group(1) == bad_param
@@ -74,6 +76,8 @@ def hostile_requests(draw: st.DrawFn, key_id: str) -> tuple[str, str, bytes | No
         pair = (draw(bad_texts()), "1") if name is None else (name, draw(bad_texts()))
         path += "?" + "=".join(_encode(p) for p in pair)
     valid = VALID_BODIES.get((route.method, route.path))
+    if place == "policy":  # good JSON, carrying a document that breaks the policy rules
+        valid = {**(valid or {}), "document": draw(bad_policy_documents())}
     body = draw(bad_json_bodies(valid or {})) if place == "body" else (json.dumps(valid).encode() if valid else None)
     return route.method, path, body
 

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
 from issuer.policy.document import PolicyError, parse_policy
+from tests.admin.hostile import POLICY, bad_policy_documents
 from tests.test_cli import Run, one_error_line, ready, run  # noqa: F401  (fixtures)
 
 RULE = "rules:\n  - id: x\n    everyone: true\n    clients: [a]\n    tool: t\n    scopes: [s]\n"
@@ -76,3 +78,16 @@ def test_the_cli_exits_2_with_the_one_line(ready: Run, tmp_path: Path, name: str
     one_error_line(result, 2)
     assert f"policy.yaml:{line}: " in result.stderr and rule in result.stderr
     assert "no policy applied" in ready("policy", "show").stderr  # nothing was applied
+
+
+@given(text=bad_policy_documents())
+@settings(max_examples=60, deadline=None, database=None)
+def test_any_document_breaking_a_rule_is_one_line(text: str) -> None:
+    """The generator the API and console property tests draw from: each of its documents is refused in one line."""
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, "p.yaml")
+    assert str(caught.value).startswith("p.yaml:") and "\n" not in str(caught.value)
+
+
+def test_the_document_they_break_is_valid() -> None:
+    assert [r.id for r in parse_policy(POLICY).rules] == ["fuzz"]

@@ -6,7 +6,8 @@ session's CSRF token and otherwise valid fields; one thing is hostile: a field
 holding NUL or a lone surrogate (form-encoded as a browser would, so the
 surrogate arrives as bytes that are not UTF-8), an extra field whose name does,
 a query parameter, a path segment, or JSON typed into a JSON field that breaks
-one of the strict decoder's rules. On SQLite and PostgreSQL.
+one of the strict decoder's rules, or a policy document breaking the policy rules.
+On SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from issuer.console import PREFIX
-from tests.admin.hostile import bad_json_bodies, bad_segments, bad_texts, registry_rows
+from tests.admin.hostile import bad_json_bodies, bad_policy_documents, bad_segments, bad_texts, registry_rows
 from tests.conftest import LiveIssuer
 from tests.console.conftest import Console, make_key
 
@@ -70,6 +71,7 @@ def hostile_forms(draw: st.DrawFn, existing: dict[str, str]) -> tuple[str, list[
     params = _PARAM.findall(rule)
     places = ["extra field", "query"] + (["field"] if fields else []) + (["path"] if params else [])
     places += ["json"] if JSON_FIELDS & set(fields) else []
+    places += ["policy"] if rule == "/policy" else []
     place = draw(st.sampled_from(places))
     bad_param = draw(st.sampled_from(params)) if place == "path" else None
     path = _PARAM.sub(lambda m: _encode(draw(bad_segments())) if m.group(1) == bad_param
@@ -84,6 +86,8 @@ def hostile_forms(draw: st.DrawFn, existing: dict[str, str]) -> tuple[str, list[
         name = draw(st.sampled_from(sorted(JSON_FIELDS & set(fields))))
         text = draw(bad_json_bodies({"keys": []}).filter(lambda b: _is_utf8(b))).decode()
         pairs = [(k, text if k == name else v) for k, v in pairs]
+    elif place == "policy":
+        pairs = [("document", draw(bad_policy_documents()))]
     elif place == "query":
         path += "?" + _encode(draw(st.sampled_from(["done", "x"]))) + "=" + _encode(draw(bad_texts()))
     return path, pairs
