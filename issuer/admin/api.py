@@ -3,9 +3,10 @@
 Each route is one entry of :data:`ROUTES`, which also feeds the OpenAPI
 document, so a route cannot exist without its description. Requests carry
 ``Authorization: Bearer <admin key>``; ``auditor`` keys may call the routes
-marked ``read``, ``admin`` keys every route. Bodies are strict JSON (:mod:`.inputs`) validated by the
-pydantic models of :mod:`.schemas`; semantic errors come from the service
-layer, exactly as the CLI gets them.
+marked ``read``, ``admin`` keys every route. Bodies are strict JSON
+(:mod:`.inputs`) validated by the pydantic models of :mod:`.schemas`; semantic
+errors come from the service layer, exactly as the CLI gets them. The path and
+the query are checked for NUL and lone surrogates before the key is looked up.
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
 Every request passes four gates before a view runs, in this order:
 
-0. no part of it (path, query, form field) may hold NUL or a lone surrogate
-   (:func:`issuer.admin.inputs.bad_characters`, as in the admin API);
-1. a POST must carry the session's CSRF token (the sign-in form included);
-2. every page but sign-in needs a live session (:mod:`.session`);
-3. a POST that changes something needs the ``admin`` role; the few POSTs
+1. no part of it (path, query, form field) may hold NUL, a lone surrogate or
+   bytes that are not UTF-8 (:func:`issuer.admin.inputs.bad_characters`, as
+   in the admin API), so none reaches the database, not even the session's;
+2. a POST must carry the session's CSRF token (the sign-in form included);
+3. every page but sign-in needs a live session (:mod:`.session`);
+4. a POST that changes something needs the ``admin`` role; the few POSTs
    that only read (sign-in, sign-out, testing a decision) are listed in
    :data:`READ_ONLY_POSTS`, so a new form is a write unless said otherwise.
 

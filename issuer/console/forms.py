@@ -1,8 +1,9 @@
 """Reading HTML form fields into the shapes the service layer takes.
 
 Only shape is handled here (text to lists, checkboxes to booleans, JSON text
-to objects, under the strict decoder's rules); whether a value is acceptable is the service layer's to say, so
-the console shows the CLI's and the API's messages word for word.
+to objects by the strict JSON decoder); whether a value is acceptable is the
+service layer's to say, so the console shows the CLI's and the API's messages
+word for word.
 """
 
 from __future__ import annotations
