@@ -11,7 +11,7 @@ Every request passes four gates before a view runs, in this order:
    that only read (sign-in, sign-out, testing a decision) are listed in
    :data:`READ_ONLY_POSTS`, so a new form is a write unless said otherwise.
 
-Refusals are HTML pages with the right status (403, or a redirect to sign
+Refusals are HTML pages with the right status (400, 403, or a redirect to sign
 in), never the JSON errors of the API.
 """
 
