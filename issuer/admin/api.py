@@ -3,9 +3,10 @@
 Each route is one entry of :data:`ROUTES`, which also feeds the OpenAPI
 document, so a route cannot exist without its description. Requests carry
 ``Authorization: Bearer <admin key>``; ``auditor`` keys may call the routes
-marked ``read``, ``admin`` keys every route. Bodies are JSON validated by the
-pydantic models of :mod:`.schemas`; semantic errors come from the service
-layer, exactly as the CLI gets them.
+marked ``read``, ``admin`` keys every route. Bodies are strict JSON
+(:mod:`.inputs`) validated by the pydantic models of :mod:`.schemas`; semantic
+errors come from the service layer, exactly as the CLI gets them. The path and
+the query are checked for NUL and lone surrogates before the key is looked up.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..errors import (
     AdminForbidden,
@@ -31,6 +32,7 @@ from ..errors import (
 from ..responses import error_response, json_response
 from . import schemas as m
 from .credentials import AdminIdentity, SignInGuard
+from .inputs import bad_characters, json_body
 from .service import AUDIT_FILTERS, AdminService, parse_time
 
 __all__ = ["MAX_VERSION", "PREFIX", "ROUTES", "Route", "admin_blueprint"]
@@ -62,23 +64,6 @@ def _service() -> AdminService:
     ctx = current_app.extensions["issuer"]
     ident: AdminIdentity = g.admin
     return AdminService(ctx.db, ctx.keys, ctx.settings, actor=ident.actor, request_id=g.get("request_id"))
-
-
-def _body(model: type[BaseModel]) -> Any:
-    if request.mimetype != "application/json":
-        raise InvalidRequest("Content-Type must be application/json")
-    try:
-        data = json.loads(request.get_data() or b"null")
-    except ValueError:
-        raise InvalidRequest("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidRequest(f"{where}: {first['msg']}") from None
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -113,7 +98,7 @@ def list_idps() -> Response:
 
 
 def add_idp() -> Response:
-    b = _body(m.IdpCreate)
+    b = json_body(m.IdpCreate)
     return json_response(_service().add_idp(**b.model_dump()), 201)
 
 
@@ -134,7 +119,7 @@ def _patch(name: str, body: Any, update: Callable[..., Any], set_enabled: Callab
 
 def update_idp(name: str) -> Response:
     service = _service()
-    return _patch(name, _body(m.IdpUpdate), service.update_idp, service.set_idp_enabled)
+    return _patch(name, json_body(m.IdpUpdate), service.update_idp, service.set_idp_enabled)
 
 
 def list_tools() -> Response:
@@ -142,7 +127,7 @@ def list_tools() -> Response:
 
 
 def add_tool() -> Response:
-    b = _body(m.ToolCreate)
+    b = json_body(m.ToolCreate)
     return json_response(_service().add_tool(**b.model_dump()), 201)
 
 
@@ -152,7 +137,7 @@ def get_tool(name: str) -> Response:
 
 def update_tool(name: str) -> Response:
     service = _service()
-    return _patch(name, _body(m.ToolUpdate), service.update_tool, service.set_tool_enabled)
+    return _patch(name, json_body(m.ToolUpdate), service.update_tool, service.set_tool_enabled)
 
 
 def overview() -> Response:
@@ -164,7 +149,7 @@ def list_clients() -> Response:
 
 
 def add_client() -> Response:
-    b = _body(m.ClientCreate)
+    b = json_body(m.ClientCreate)
     client, secret = _service().add_client(**b.model_dump())
     return json_response({"client": client, "client_secret": secret}, 201)
 
@@ -174,7 +159,7 @@ def get_client(client_id: str) -> Response:
 
 
 def update_client(client_id: str) -> Response:
-    b = _body(m.ClientUpdate)
+    b = json_body(m.ClientUpdate)
     service = _service()
     if b.enabled is None and b.dpop_required is None:
         raise ConfigurationError("give enabled, dpop_required or both")
@@ -195,7 +180,7 @@ def show_policy() -> Response:
 
 
 def apply_policy() -> Response:
-    b = _body(m.PolicyApply)
+    b = json_body(m.PolicyApply)
     return json_response({"version": _service().apply_policy(b.document, source=b.source)}, 201)
 
 
@@ -219,7 +204,7 @@ def diff_policy() -> Response:
 
 
 def test_policy() -> Response:
-    b = _body(m.PolicyTest)
+    b = json_body(m.PolicyTest)
     return json_response(_service().test_policy(**b.model_dump()))
 
 
@@ -228,7 +213,7 @@ def list_keys() -> Response:
 
 
 def rotate_keys() -> Response:
-    b = _body(m.KeyRotate)
+    b = json_body(m.KeyRotate)
     return json_response(_service().rotate_keys(b.alg, force=b.force))
 
 
@@ -261,15 +246,15 @@ def list_changes() -> Response:
 
 
 def revoke_jti() -> Response:
-    return json_response(_service().revoke_jti(_body(m.RevokeJti).jti))
+    return json_response(_service().revoke_jti(json_body(m.RevokeJti).jti))
 
 
 def revoke_subject() -> Response:
-    return json_response(_service().revoke_subject(_body(m.RevokeSubject).sub))
+    return json_response(_service().revoke_subject(json_body(m.RevokeSubject).sub))
 
 
 def revoke_client() -> Response:
-    return json_response(_service().revoke_client(_body(m.RevokeClient).client_id))
+    return json_response(_service().revoke_client(json_body(m.RevokeClient).client_id))
 
 
 def count_live() -> Response:
@@ -282,7 +267,7 @@ def list_admin_keys() -> Response:
 
 
 def create_admin_key() -> Response:
-    b = _body(m.AdminKeyCreate)
+    b = json_body(m.AdminKeyCreate)
     info, key = _service().create_admin_key(name=b.name, role=b.role)
     return json_response({"admin_key": info, "key": key}, 201)
 
@@ -366,6 +351,10 @@ def admin_blueprint() -> Blueprint:
 
     @bp.before_request
     def _authenticate() -> None:
+        # Shape first, before the key is looked up: a NUL must never reach the database, not even a lookup.
+        problem = bad_characters()
+        if problem is not None:
+            raise InvalidRequest(problem)
         if "access_token" in request.args:
             raise InvalidRequest("credentials are never accepted in the URL")
         ctx = current_app.extensions["issuer"]

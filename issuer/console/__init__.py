@@ -1,14 +1,17 @@
 """The admin console at ``/console``: server-rendered pages over the admin service layer.
 
-Every request passes three gates before a view runs, in this order:
+Every request passes four gates before a view runs, in this order:
 
-1. a POST must carry the session's CSRF token (the sign-in form included);
-2. every page but sign-in needs a live session (:mod:`.session`);
-3. a POST that changes something needs the ``admin`` role; the few POSTs
+1. no part of it (path, query, form field) may hold NUL, a lone surrogate or
+   bytes that are not UTF-8 (:func:`issuer.admin.inputs.bad_characters`, as
+   in the admin API), so none reaches the database, not even the session's;
+2. a POST must carry the session's CSRF token (the sign-in form included);
+3. every page but sign-in needs a live session (:mod:`.session`);
+4. a POST that changes something needs the ``admin`` role; the few POSTs
    that only read (sign-in, sign-out, testing a decision) are listed in
    :data:`READ_ONLY_POSTS`, so a new form is a write unless said otherwise.
 
-Refusals are HTML pages with the right status (403, or a redirect to sign
+Refusals are HTML pages with the right status (400, 403, or a redirect to sign
 in), never the JSON errors of the API.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from ..admin.inputs import bad_characters
 from ..settings import Settings
 from . import session as console_session
 from .context import render
@@ -54,6 +58,11 @@ def _blueprint() -> Blueprint:
     @bp.before_request
     def _gates() -> BaseResponse | None:
         request.max_content_length = _MAX_BODY
+        # Before anything else reads the request (the session lookup included): a NUL or a lone surrogate in
+        # the path, the query or a form field must never reach the database, where it was a 503.
+        problem = bad_characters()
+        if problem is not None:
+            raise Refused(400, "Not accepted", f"{problem}. Remove it and send the form again.")
         endpoint = request.endpoint or ""
         if request.method == "POST" and not console_session.valid_csrf(request.form.get("csrf_token")):
             raise Refused(403, "Form expired", "This form was sent without its security token, or with one from "

@@ -1,19 +1,21 @@
 """Reading HTML form fields into the shapes the service layer takes.
 
 Only shape is handled here (text to lists, checkboxes to booleans, JSON text
-to objects); whether a value is acceptable is the service layer's to say, so
-the console shows the CLI's and the API's messages word for word.
+to objects by the strict JSON decoder); whether a value is acceptable is the
+service layer's to say, so the console shows the CLI's and the API's messages
+word for word.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from flask import request
 
+from ..admin.inputs import json_text
 from ..errors import ConfigurationError
+from ..kernel.strictjson import StrictJSONError
 
 __all__ = ["arg", "checkbox", "echo", "is_get", "json_object", "lines", "lines_of", "many", "optional", "text"]
 
@@ -72,9 +74,9 @@ def json_object(name: str, limit: int = 100_000) -> dict[str, Any] | None:
     if not raw:
         return None
     try:
-        value = json.loads(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}: not valid JSON") from None
+        value = json_text(raw, name)
+    except StrictJSONError as e:
+        raise ConfigurationError(str(e)) from None
     if not isinstance(value, dict):
         raise ConfigurationError(f"{name}: must be a JSON object")
     return value

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,11 @@ from yaml.constructor import SafeConstructor
 
 from issuer.constraints import ConstraintError, validate_constraints
 from issuer.errors import ConfigurationError
+from issuer.kernel.strictjson import StrictJSONError
+from issuer.kernel.strictjson import loads as strict_loads
 from issuer.ratelimit import parse_limits
+
+from .limits import ALIAS_FACTOR, ALIAS_FLOOR, MAX_DEPTH, MAX_VALUES, BoundedLoader, LimitError, expansion_budget
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -62,9 +67,8 @@ _DECIMAL_RE: Final = re.compile(r"[-+]?[0-9]+")
 _PLAIN_BOOLEANS: Final = frozenset({"true", "false", "True", "False", "TRUE", "FALSE"})
 
 # Composed trees can share nodes (aliases) and even contain cycles
-# (``&a [*a]``): both bounds keep the walk finite and small.
-_MAX_DEPTH: Final = 32
-_MAX_NODES: Final = 2_000_000
+# (``&a [*a]``): the depth and the expansion budget of :mod:`.limits` keep the walk finite and small.
+_MAX_DEPTH: Final = MAX_DEPTH
 
 _T = "tag:yaml.org,2002:"
 _STR, _INT, _BOOL, _NULL, _FLOAT = _T + "str", _T + "int", _T + "bool", _T + "null", _T + "float"
@@ -203,10 +207,11 @@ def _kind(node: yaml.Node) -> str:
 
 
 class _Parser:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, max_nodes: int = MAX_VALUES) -> None:
         self.source = source
         self.errors: list[tuple[int, str]] = []
         self._nodes = 0
+        self._max_nodes = max_nodes
 
     # -- bookkeeping
 
@@ -219,8 +224,10 @@ class _Parser:
 
     def visit(self, node: yaml.Node, depth: int) -> None:
         self._nodes += 1
-        if self._nodes > _MAX_NODES:
-            self.error(node, "document expands to too many values (aliases?)")
+        if self._nodes > self._max_nodes:
+            self.error(node, f"aliases expand the document to more than {self._max_nodes} values "
+                             f"(the limit is {ALIAS_FACTOR} times its own, at least {ALIAS_FLOOR}, "
+                             f"at most {MAX_VALUES}): write the values out")
             raise _Abort
         if depth > _MAX_DEPTH:
             self.error(node, f"values are nested more than {_MAX_DEPTH} deep (or an alias refers to itself)")
@@ -363,7 +370,10 @@ class _Parser:
         if node.tag == _INT:
             return _CONSTRUCTOR.construct_yaml_int(node)
         if node.tag == _FLOAT:
-            return _CONSTRUCTOR.construct_yaml_float(node)
+            number = _CONSTRUCTOR.construct_yaml_float(node)
+            if not math.isfinite(number):  # .nan passes every comparison it is put in; JSON has neither
+                self.invalid(node, f"{what}: NaN and Infinity are not allowed")
+            return number
         if node.tag == _BOOL:
             return _CONSTRUCTOR.construct_yaml_bool(node)
         if node.tag == _NULL:
@@ -628,10 +638,19 @@ class _Parser:
         return MappingProxyType(out)
 
 
-def _compose(text: str, source: str) -> yaml.Node | None:
-    """Compose the node tree, turning YAML's multi-line errors into one-line ones."""
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, int]:
+    """Compose the node tree under :mod:`.limits`, turning YAML's multi-line errors into one-line ones.
+
+    Returns the root and how many nodes were composed.
+    """
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = BoundedLoader(text)  # the reader checks the characters here already
+        try:
+            return loader.get_single_node(), loader.nodes
+        finally:
+            loader.dispose()
+    except LimitError as exc:
+        raise PolicyError(source, [(exc.line, str(exc))]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -658,8 +677,8 @@ def _json_tabs_to_spaces(text: str) -> str:
     if "\t" not in text or text.lstrip()[:1] not in ("{", "["):
         return text
     try:
-        json.loads(text)
-    except ValueError:
+        strict_loads(text)  # json.loads would recurse into deep nesting (RecursionError, a 500)
+    except StrictJSONError:
         return text
     return text.replace("\t", " ")
 
@@ -675,8 +694,8 @@ def parse_policy(text: str, source: str = "policy") -> PolicyDocument:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_DOCUMENT_BYTES:
         raise PolicyError(source, [(1, f"the document is {size} bytes; the limit is 1 MiB")])
-    root = _compose(_json_tabs_to_spaces(text), source)
-    parser = _Parser(source)
+    root, composed = _compose(_json_tabs_to_spaces(text), source)
+    parser = _Parser(source, max_nodes=expansion_budget(composed))
     rules: list[Rule] = []
     with contextlib.suppress(_Invalid, _Abort):
         rules = parser.document(root)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from ...admin.api import MAX_VERSION
+from ...admin.inputs import json_text
 from ...errors import ConfigurationError, UnknownObject, describe
+from ...kernel.strictjson import StrictJSONError
 from ...policy.document import PolicyError
 from .. import forms
 from ..context import render, service
@@ -50,7 +51,10 @@ def _claims(raw: str) -> dict[str, Any]:
     """``name=value`` per line, or a JSON object: the CLI's --claim, or the API's claims."""
     raw = raw.strip()
     if raw.startswith("{"):
-        value = json.loads(raw)
+        try:
+            value = json_text(raw, "claims")
+        except StrictJSONError as e:
+            raise ConfigurationError(str(e)) from None
         if not isinstance(value, dict):
             raise ConfigurationError("claims: must be a JSON object")
         return value
@@ -105,11 +109,7 @@ def register(bp: Blueprint) -> None:
     @bp.post("/policy/test")
     def policy_test() -> tuple[str, int]:
         try:
-            claims_text = forms.text("claims", 20_000)
-            try:
-                claims = _claims(claims_text)
-            except ValueError:
-                raise ConfigurationError("claims: not valid JSON") from None
+            claims = _claims(forms.text("claims", 20_000))
             result = service().test_policy(
                 sub=forms.text("sub", 400), idp=forms.optional("idp", 100), groups=forms.lines("groups"),
                 claims=claims, client_id=forms.text("client_id", 100), tool=forms.text("tool", 100),
