@@ -21,7 +21,6 @@ Order of checks for the MCP endpoint (each one ends the request when it fails):
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import MutableMapping
 from typing import Any, Final
@@ -31,11 +30,13 @@ import anyio
 import httpx
 import mcp_types.version as mcp_versions
 
+from .answers import AnswerRefused, ListAnswer, stream_filter
 from .asgi_io import Headers, Receive, Scope, Send, send_json, send_response
 from .config import GatewayConfig
 from .decisions import RESOURCE_ACTION, CallRefused, Decider, NoGrant, Unauthenticated, Unavailable, UserGrant
 from .jsonrpc import (
     CALL_METHODS,
+    HEADER_MISMATCH,
     INVALID_REQUEST,
     LIST_METHODS,
     METHOD_NOT_FOUND,
@@ -45,7 +46,7 @@ from .jsonrpc import (
     error_body,
     parse_message,
 )
-from .listing import LIST_KEYS, filter_result
+from .mirrored import HeaderMismatch, mirrored_headers
 from .protected_resource import metadata_body, www_authenticate
 from .security_log import audit, digest
 from .sessions import SessionBinder, SessionRefused
@@ -101,21 +102,38 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1008})
             return
         started = False
+        # A body the gateway answers before reading to its end stays unread on the connection: the server
+        # closes it after the answer, and the answer says so (Connection: close) rather than leave the client
+        # to find out on its next request.
+        headers = Headers(scope.get("headers", ()))
+        body_unread = bool(headers.all("transfer-encoding")) or any(v.strip() != "0"
+                                                                   for v in headers.all("content-length"))
+
+        async def tracking_receive() -> MutableMapping[str, Any]:
+            nonlocal body_unread
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_unread = False
+            return message
 
         async def tracking_send(message: MutableMapping[str, Any]) -> None:
             nonlocal started
+            if message["type"] == "http.response.start" and body_unread:
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
             started = True
             await send(message)
 
         try:
-            await self._http(scope, receive, tracking_send)
+            await self._http(scope, tracking_receive, tracking_send)
         except _Refusal as r:
-            await send_response(send, r.status, r.body, headers=r.headers)
+            if r.event is not None:
+                audit(f"gateway.{r.event}", client=_client(scope), method=scope["method"], path=scope["path"])
+            await send_response(tracking_send, r.status, r.body, headers=r.headers)
         except Exception as e:  # never a 500 and never a stack trace to the client
             log.error("gateway request failed: %s", type(e).__name__)
             if not started:
-                await send_response(send, 502, error_body(None, UNAVAILABLE, "the gateway could not complete "
-                                                          "the request"))
+                await send_response(tracking_send, 502, error_body(None, UNAVAILABLE, "the gateway could not "
+                                                                   "complete the request"))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -158,9 +176,9 @@ class Gateway:
                 audit("gateway.session_refused", user=grant.principal, session=digest(session_id), reason=str(e),
                       client=_client(scope), method=method)
                 raise _rpc_refusal(404, INVALID_REQUEST, "Session not found") from None
+        # Mcp-Method, Mcp-Name and Mcp-Param-* are never the client's copies: a POST forwards them rebuilt
+        # from the message decided on (.mirrored); a GET or DELETE has no message for them to mirror.
         forward = [(k, v) for k in _FORWARDED_REQUEST_HEADERS for v in headers.all(k)]
-        forward += [(k, v) for k in headers.names() if k.startswith("mcp-param-") or k in ("mcp-method", "mcp-name")
-                    for v in headers.all(k)]
         if upstream_session is not None:
             forward.append(("mcp-session-id", upstream_session))
         forward.append(("accept-encoding", "identity"))
@@ -169,7 +187,7 @@ class Gateway:
             await self._post(scope, receive, send, headers, token, grant, forward, query)
         else:
             forward.append(("authorization", f"Bearer {grant.capability}"))
-            transform = None if method == "DELETE" else _any_list_filter(grant)
+            transform = None if method == "DELETE" else stream_filter(grant, self._refused_answer(scope, grant))
             await self._forward(receive, send, method, forward, None, query, grant, transform)
 
     def _check_query(self, query: str) -> None:
@@ -263,13 +281,18 @@ class Gateway:
             message = parse_message(body)
         except MessageError as e:
             raise _rpc_refusal(400, e.code, e.message, e.request_id) from None
+        try:
+            mirrored = mirrored_headers(headers, message)
+        except HeaderMismatch as e:
+            audit("gateway.header_mismatch", user=grant.principal, reason=str(e), client=_client(scope),
+                  method=(message.method or "")[:60])
+            raise _rpc_refusal(400, HEADER_MISMATCH, f"header mismatch: {e}", message.request_id) from None
         capability = await self._decide(scope, message, token, grant)
-        forward = [*forward, ("content-type", "application/json"), ("authorization", f"Bearer {capability}")]
-        transform = None
-        if message.method in LIST_METHODS and message.is_request:
-            transform = _list_filter(message.method, message.request_id, grant)
-        await self._forward(receive, send, "POST", forward, message.encode(), query, grant, transform,
-                            json_transform=transform is not None)
+        forward = [*forward, *mirrored, ("content-type", "application/json"), ("authorization", f"Bearer {capability}")]
+        answer = None
+        if message.method in LIST_METHODS and message.request_id is not None:
+            answer = ListAnswer(message.method, message.request_id, grant, self._refused_answer(scope, grant))
+        await self._forward(receive, send, "POST", forward, message.encode(), query, grant, answer)
 
     async def _decide(self, scope: Scope, message: Message, token: str | None, grant: UserGrant) -> str:
         """The capability this message is forwarded with, or a refusal."""
@@ -299,9 +322,14 @@ class Gateway:
         raise _rpc_refusal(200, METHOD_NOT_FOUND, f"method {m[:60]} is not allowed through the gateway",
                            message.request_id)
 
+    def _refused_answer(self, scope: Scope, grant: UserGrant) -> Any:
+        def refused(reason: str) -> None:
+            audit("gateway.answer_refused", user=grant.principal, reason=reason, client=_client(scope),
+                  method=scope["method"])
+        return refused
+
     async def _forward(self, receive: Receive, send: Send, method: str, headers: list[tuple[str, str]],
-                       body: bytes | None, query: str, grant: UserGrant, transform: Any,
-                       json_transform: bool = False) -> None:
+                       body: bytes | None, query: str, grant: UserGrant, transform: Any) -> None:
         try:
             with anyio.fail_after(30):  # headers must come; the stream itself may last as long as the server wants
                 resp = await self.upstream.open(method, headers, body, query)
@@ -309,27 +337,58 @@ class Gateway:
             log.warning("MCP server unreachable: %s", type(e).__name__)
             raise _rpc_refusal(502, UNAVAILABLE, "the MCP server is unreachable") from None
         try:
-            await self._respond(receive, send, resp, grant, transform, json_transform)
+            if isinstance(transform, ListAnswer):
+                await self._respond_list(receive, send, resp, grant, transform)
+            else:
+                await self._respond(receive, send, resp, grant, transform)
         finally:
             await resp.aclose()
 
-    async def _respond(self, receive: Receive, send: Send, resp: httpx.Response, grant: UserGrant,
-                       transform: Any, json_transform: bool) -> None:
+    def _answer_headers(self, resp: httpx.Response, grant: UserGrant, names: tuple[str, ...]) -> list[
+            tuple[bytes, bytes]]:
         if resp.status_code in (401, 403):
             log.warning("the MCP server refused the gateway's capability (HTTP %d)", resp.status_code)
             raise _rpc_refusal(502, UNAVAILABLE, "the MCP server refused the gateway's capability")
-        out = [(k.encode(), v.encode("latin-1")) for k in FORWARDED_RESPONSE_HEADERS
-               for v in resp.headers.get_list(k)]
+        out = [(k.encode(), v.encode("latin-1")) for k in names for v in resp.headers.get_list(k)]
         upstream_session = resp.headers.get("mcp-session-id")
         if upstream_session is not None:
             try:
                 out.append((b"mcp-session-id", self.sessions.bind(grant.principal, upstream_session).encode()))
             except ValueError:
                 raise _rpc_refusal(502, UNAVAILABLE, "the MCP server sent a malformed session id") from None
+        return out
+
+    async def _respond_list(self, receive: Receive, send: Send, resp: httpx.Response, grant: UserGrant,
+                            answer: ListAnswer) -> None:
+        """The answer to a list request: filtered if it reads as that request's response, an error otherwise."""
+        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "text/event-stream" and resp.status_code == 200:
+            out = self._answer_headers(resp, grant, FORWARDED_RESPONSE_HEADERS)
+            await send({"type": "http.response.start", "status": 200, "headers": out})
+            chunks = rewrite_events(resp.aiter_raw(), answer.event, at_end=answer.end)
+            await pump(receive, send, chunks, lambda e: log.info("stream from the MCP server ended: %s",
+                                                                  type(e).__name__))
+            return
+        out = self._answer_headers(resp, grant, tuple(h for h in FORWARDED_RESPONSE_HEADERS if h != "content-type"))
+        status = resp.status_code if 200 <= resp.status_code < 500 else 502
+        raw = await _read_bounded(resp, 16 * 1024 * 1024)
+        try:
+            if ctype != "application/json":
+                raise AnswerRefused(f"an answer of content type {ctype[:60] or 'none'}")
+            body = answer.json(raw)
+        except AnswerRefused as e:
+            answer.refuse(str(e))
+            body, status = answer.error(), (resp.status_code if 400 <= resp.status_code < 500 else 502)
+        out += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _respond(self, receive: Receive, send: Send, resp: httpx.Response, grant: UserGrant,
+                       transform: Any) -> None:
+        out = self._answer_headers(resp, grant, FORWARDED_RESPONSE_HEADERS)
         ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":  # one message: nothing to stream, so no copy loop to run
-            raw = await _read_bounded(resp, 16 * 1024 * 1024)
-            body = _rewrite_json(raw, transform) if transform is not None and json_transform else raw
+            body = await _read_bounded(resp, 16 * 1024 * 1024)
             out.append((b"content-length", str(len(body)).encode()))
             await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
             await send({"type": "http.response.body", "body": body})
@@ -367,40 +426,3 @@ async def _read_bounded(resp: httpx.Response, limit: int) -> bytes:
             raise _rpc_refusal(502, UNAVAILABLE, "the MCP server's answer is too large")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _rewrite_json(raw: bytes, transform: Any) -> bytes:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise _rpc_refusal(502, UNAVAILABLE, "the MCP server's answer is not JSON") from None
-    replaced = transform(value)
-    if replaced is None:
-        return raw
-    return json.dumps(replaced, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _list_filter(method: str, request_id: Any, grant: UserGrant) -> Any:
-    """The response to this list request, filtered; other messages on the stream unchanged."""
-
-    def transform(message: Any) -> Any:
-        if isinstance(message, dict) and message.get("id") == request_id and "result" in message:
-            return {**message, "result": filter_result(method, message["result"], grant)}
-        return None
-
-    return transform
-
-
-def _any_list_filter(grant: UserGrant) -> Any:
-    """For GET streams: a list result replayed there (resumption) is filtered by its shape. Default deny."""
-
-    def transform(message: Any) -> Any:
-        if not isinstance(message, dict) or not isinstance(message.get("result"), dict):
-            return None
-        result = message["result"]
-        for method, key in LIST_KEYS.items():
-            if key in result:
-                return {**message, "result": filter_result(method, result, grant)}
-        return None
-
-    return transform
