@@ -22,7 +22,7 @@ Order of checks for the MCP endpoint (each one ends the request when it fails):
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -30,7 +30,7 @@ import anyio
 import httpx
 import mcp_types.version as mcp_versions
 
-from .answers import AnswerRefused, ListAnswer, stream_filter
+from .answers import ListAnswer, stream_filter
 from .asgi_io import Headers, Receive, Scope, Send, send_json, send_response
 from .config import GatewayConfig
 from .decisions import RESOURCE_ACTION, CallRefused, Decider, NoGrant, Unauthenticated, Unavailable, UserGrant
@@ -48,39 +48,20 @@ from .jsonrpc import (
 )
 from .mirrored import HeaderMismatch, mirrored_headers
 from .protected_resource import metadata_body, www_authenticate
+from .relay import REFUSED, UNAVAILABLE, Refusal, respond, respond_list, rpc_refusal
 from .security_log import audit, digest
 from .sessions import SessionBinder, SessionRefused
-from .sse import rewrite_events
-from .upstream import FORWARDED_RESPONSE_HEADERS, Upstream, pump
+from .upstream import Upstream
 
 __all__ = ["REFUSED", "UNAVAILABLE", "Gateway"]
 
 log = logging.getLogger("issuer.gateway")
 
-#: JSON-RPC error codes of the gateway's refusals (the implementation-defined server range).
-REFUSED: Final = -32001
-UNAVAILABLE: Final = -32000
 #: Protocol versions whose Streamable HTTP transport this gateway implements.
 VERSIONS: Final = frozenset({"2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"}) & frozenset(
     mcp_versions.KNOWN_PROTOCOL_VERSIONS)
 _FORWARDED_REQUEST_HEADERS: Final = ("accept", "last-event-id", "mcp-protocol-version")
 _MAX_HEADER: Final = 8192
-
-
-class _Refusal(Exception):
-    """An HTTP-level refusal: status, body and headers."""
-
-    def __init__(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = (),
-                 event: str | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = headers
-        self.event = event
-
-
-def _rpc_refusal(status: int, code: int, message: str, request_id: Any = None, **kw: Any) -> _Refusal:
-    return _Refusal(status, error_body(request_id, code, message), **kw)
 
 
 class Gateway:
@@ -125,7 +106,7 @@ class Gateway:
 
         try:
             await self._http(scope, tracking_receive, tracking_send)
-        except _Refusal as r:
+        except Refusal as r:
             if r.event is not None:
                 audit(f"gateway.{r.event}", client=_client(scope), method=scope["method"], path=scope["path"])
             await send_response(tracking_send, r.status, r.body, headers=r.headers)
@@ -162,7 +143,7 @@ class Gateway:
     async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         if method not in ("POST", "GET", "DELETE"):
-            raise _rpc_refusal(405, INVALID_REQUEST, "method not allowed", headers=(("allow", "GET, POST, DELETE"),))
+            raise rpc_refusal(405, INVALID_REQUEST, "method not allowed", headers=(("allow", "GET, POST, DELETE"),))
         headers = Headers(scope.get("headers", ()))
         query = scope.get("query_string", b"").decode("latin-1")
         self._check_query(query)
@@ -175,7 +156,7 @@ class Gateway:
             except SessionRefused as e:
                 audit("gateway.session_refused", user=grant.principal, session=digest(session_id), reason=str(e),
                       client=_client(scope), method=method)
-                raise _rpc_refusal(404, INVALID_REQUEST, "Session not found") from None
+                raise rpc_refusal(404, INVALID_REQUEST, "Session not found") from None
         # Mcp-Method, Mcp-Name and Mcp-Param-* are never the client's copies: a POST forwards them rebuilt
         # from the message decided on (.mirrored); a GET or DELETE has no message for them to mirror.
         forward = [(k, v) for k in _FORWARDED_REQUEST_HEADERS for v in headers.all(k)]
@@ -196,9 +177,9 @@ class Gateway:
         try:
             names = {k.lower() for k, _ in parse_qsl(query, keep_blank_values=True, max_num_fields=50)}
         except ValueError:
-            raise _rpc_refusal(400, INVALID_REQUEST, "malformed query string") from None
+            raise rpc_refusal(400, INVALID_REQUEST, "malformed query string") from None
         if "access_token" in names:
-            raise _Refusal(400, b'{"error":"invalid_request","error_description":"tokens are never accepted in the '
+            raise Refusal(400, b'{"error":"invalid_request","error_description":"tokens are never accepted in the '
                                 b'query string; send Authorization: Bearer"}', event="query_token")
 
     def _check_headers(self, headers: Headers) -> tuple[str | None, str | None, str | None]:
@@ -209,16 +190,16 @@ class Gateway:
             headers.one("content-type")
             origin = headers.one("origin")
         except ValueError as e:
-            raise _rpc_refusal(400, INVALID_REQUEST, f"bad request: {e}") from None
+            raise rpc_refusal(400, INVALID_REQUEST, f"bad request: {e}") from None
         for value in (authorization, session_id, version, origin):
             if value is not None and (len(value) > _MAX_HEADER or not (value.isascii() and value.isprintable())):
-                raise _rpc_refusal(400, INVALID_REQUEST, "bad request: a header has characters it may not contain")
+                raise rpc_refusal(400, INVALID_REQUEST, "bad request: a header has characters it may not contain")
         if session_id is not None and (not session_id or len(session_id) > 300 or " " in session_id):
-            raise _rpc_refusal(400, INVALID_REQUEST, "bad request: malformed Mcp-Session-Id")
+            raise rpc_refusal(400, INVALID_REQUEST, "bad request: malformed Mcp-Session-Id")
         if version is not None and version not in VERSIONS:
-            raise _rpc_refusal(400, INVALID_REQUEST, "bad request: unsupported MCP-Protocol-Version")
+            raise rpc_refusal(400, INVALID_REQUEST, "bad request: unsupported MCP-Protocol-Version")
         if origin is not None and origin not in self.config.allowed_origins:
-            raise _rpc_refusal(403, INVALID_REQUEST, "forbidden: this Origin may not use the gateway")
+            raise rpc_refusal(403, INVALID_REQUEST, "forbidden: this Origin may not use the gateway")
         token = None
         if authorization is not None:
             scheme, _, value = authorization.partition(" ")
@@ -227,12 +208,12 @@ class Gateway:
             token = value.strip()
         return token, session_id, version
 
-    def _unauthorized(self, error: str | None, description: str | None) -> _Refusal:
+    def _unauthorized(self, error: str | None, description: str | None) -> Refusal:
         challenge = www_authenticate(self.config, error, description)
         body = (b'{"error":"invalid_token","error_description":"the access token is missing, invalid or not for '
                 b'this resource"}' if error else b'{"error":"unauthorized","error_description":"an access token is '
                 b'required"}')
-        return _Refusal(401, body, (("www-authenticate", challenge),))
+        return Refusal(401, body, (("www-authenticate", challenge),))
 
     async def _authenticate(self, token: str | None) -> UserGrant:
         if token is None:
@@ -243,11 +224,11 @@ class Gateway:
             raise self._unauthorized("invalid_token", e.description) from None
         except Unavailable as e:
             retry = (("retry-after", str(max(1, round(e.retry_after)))),) if e.retry_after else ()
-            raise _rpc_refusal(503, UNAVAILABLE, f"the gateway cannot decide now: {e.description}",
+            raise rpc_refusal(503, UNAVAILABLE, f"the gateway cannot decide now: {e.description}",
                                headers=retry) from None
         if isinstance(grant, NoGrant):
             challenge = www_authenticate(self.config, "insufficient_scope", "policy grants this user nothing here")
-            raise _Refusal(403, b'{"error":"insufficient_scope","error_description":"policy grants this user '
+            raise Refusal(403, b'{"error":"insufficient_scope","error_description":"policy grants this user '
                                 b'nothing on this MCP server"}', (("www-authenticate", challenge),))
         return grant
 
@@ -255,21 +236,21 @@ class Gateway:
         ctype = (headers.one("content-type") or "").lower()
         main, _, params = ctype.partition(";")
         if main.strip() != "application/json" or params.strip() not in ("", "charset=utf-8"):
-            raise _rpc_refusal(415, INVALID_REQUEST, "unsupported content type: POST application/json")
+            raise rpc_refusal(415, INVALID_REQUEST, "unsupported content type: POST application/json")
         limit = self.config.max_body
         length = headers.all("content-length")
         if length and (len(length) > 1 or not length[0].isdigit() or int(length[0]) > limit):
-            raise _rpc_refusal(413, INVALID_REQUEST, f"the body exceeds {limit} bytes")
+            raise rpc_refusal(413, INVALID_REQUEST, f"the body exceeds {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _rpc_refusal(400, INVALID_REQUEST, "the client went away")
+                raise rpc_refusal(400, INVALID_REQUEST, "the client went away")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise _rpc_refusal(413, INVALID_REQUEST, f"the body exceeds {limit} bytes")
+                raise rpc_refusal(413, INVALID_REQUEST, f"the body exceeds {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -280,13 +261,13 @@ class Gateway:
         try:
             message = parse_message(body)
         except MessageError as e:
-            raise _rpc_refusal(400, e.code, e.message, e.request_id) from None
+            raise rpc_refusal(400, e.code, e.message, e.request_id) from None
         try:
             mirrored = mirrored_headers(headers, message)
         except HeaderMismatch as e:
             audit("gateway.header_mismatch", user=grant.principal, reason=str(e), client=_client(scope),
                   method=(message.method or "")[:60])
-            raise _rpc_refusal(400, HEADER_MISMATCH, f"header mismatch: {e}", message.request_id) from None
+            raise rpc_refusal(400, HEADER_MISMATCH, f"header mismatch: {e}", message.request_id) from None
         capability = await self._decide(scope, message, token, grant)
         forward = [*forward, *mirrored, ("content-type", "application/json"), ("authorization", f"Bearer {capability}")]
         answer = None
@@ -298,7 +279,7 @@ class Gateway:
         """The capability this message is forwarded with, or a refusal."""
         m = message.method
         if m == "completion/complete" and message.is_request and not _may_complete(message.params, grant):
-            raise _Refusal(200, error_body(message.request_id, REFUSED, "completion for something this user may "
+            raise Refusal(200, error_body(message.request_id, REFUSED, "completion for something this user may "
                                                                           "not use", {"reason": "not_permitted"}))
         if m is None or m in LIST_METHODS or m in PASS_METHODS or (m.startswith("notifications/")
                                                                   and not message.is_request):
@@ -308,19 +289,23 @@ class Gateway:
             try:
                 return await self.decider.call(token, m, message.params)
             except ValueError as e:
-                raise _rpc_refusal(200, -32602, f"invalid params: {e}", message.request_id) from None
+                raise rpc_refusal(200, -32602, f"invalid params: {e}", message.request_id) from None
             except CallRefused as e:
-                raise _Refusal(200, error_body(message.request_id, REFUSED, e.message, e.data())) from None
+                raise Refusal(200, error_body(message.request_id, REFUSED, e.message, e.data())) from None
             except Unauthenticated as e:
                 raise self._unauthorized("invalid_token", e.description) from None
             except Unavailable:
-                raise _rpc_refusal(200, UNAVAILABLE, "the issuer could not decide this call; try again later",
+                raise rpc_refusal(200, UNAVAILABLE, "the issuer could not decide this call; try again later",
                                    message.request_id) from None
         audit("gateway.method_refused", user=grant.principal, method=m[:60], client=_client(scope))
         if not message.is_request:
-            raise _rpc_refusal(400, INVALID_REQUEST, "this notification is not allowed through the gateway")
-        raise _rpc_refusal(200, METHOD_NOT_FOUND, f"method {m[:60]} is not allowed through the gateway",
+            raise rpc_refusal(400, INVALID_REQUEST, "this notification is not allowed through the gateway")
+        raise rpc_refusal(200, METHOD_NOT_FOUND, f"method {m[:60]} is not allowed through the gateway",
                            message.request_id)
+
+    def _bind(self, grant: UserGrant) -> Callable[[str], str]:
+        """Tags the MCP server's session id for this user (ValueError when it is malformed)."""
+        return lambda upstream_session: self.sessions.bind(grant.principal, upstream_session)
 
     def _refused_answer(self, scope: Scope, grant: UserGrant) -> Any:
         def refused(reason: str) -> None:
@@ -335,70 +320,15 @@ class Gateway:
                 resp = await self.upstream.open(method, headers, body, query)
         except (httpx.HTTPError, OSError, TimeoutError) as e:
             log.warning("MCP server unreachable: %s", type(e).__name__)
-            raise _rpc_refusal(502, UNAVAILABLE, "the MCP server is unreachable") from None
+            raise rpc_refusal(502, UNAVAILABLE, "the MCP server is unreachable") from None
         try:
             if isinstance(transform, ListAnswer):
-                await self._respond_list(receive, send, resp, grant, transform)
+                await respond_list(receive, send, resp, self._bind(grant), transform)
             else:
-                await self._respond(receive, send, resp, grant, transform)
+                await respond(receive, send, resp, self._bind(grant), transform)
         finally:
             await resp.aclose()
 
-    def _answer_headers(self, resp: httpx.Response, grant: UserGrant, names: tuple[str, ...]) -> list[
-            tuple[bytes, bytes]]:
-        if resp.status_code in (401, 403):
-            log.warning("the MCP server refused the gateway's capability (HTTP %d)", resp.status_code)
-            raise _rpc_refusal(502, UNAVAILABLE, "the MCP server refused the gateway's capability")
-        out = [(k.encode(), v.encode("latin-1")) for k in names for v in resp.headers.get_list(k)]
-        upstream_session = resp.headers.get("mcp-session-id")
-        if upstream_session is not None:
-            try:
-                out.append((b"mcp-session-id", self.sessions.bind(grant.principal, upstream_session).encode()))
-            except ValueError:
-                raise _rpc_refusal(502, UNAVAILABLE, "the MCP server sent a malformed session id") from None
-        return out
-
-    async def _respond_list(self, receive: Receive, send: Send, resp: httpx.Response, grant: UserGrant,
-                            answer: ListAnswer) -> None:
-        """The answer to a list request: filtered if it reads as that request's response, an error otherwise."""
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "text/event-stream" and resp.status_code == 200:
-            out = self._answer_headers(resp, grant, FORWARDED_RESPONSE_HEADERS)
-            await send({"type": "http.response.start", "status": 200, "headers": out})
-            chunks = rewrite_events(resp.aiter_raw(), answer.event, at_end=answer.end)
-            await pump(receive, send, chunks, lambda e: log.info("stream from the MCP server ended: %s",
-                                                                  type(e).__name__))
-            return
-        out = self._answer_headers(resp, grant, tuple(h for h in FORWARDED_RESPONSE_HEADERS if h != "content-type"))
-        status = resp.status_code if 200 <= resp.status_code < 500 else 502
-        raw = await _read_bounded(resp, 16 * 1024 * 1024)
-        try:
-            if ctype != "application/json":
-                raise AnswerRefused(f"an answer of content type {ctype[:60] or 'none'}")
-            body = answer.json(raw)
-        except AnswerRefused as e:
-            answer.refuse(str(e))
-            body, status = answer.error(), (resp.status_code if 400 <= resp.status_code < 500 else 502)
-        out += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _respond(self, receive: Receive, send: Send, resp: httpx.Response, grant: UserGrant,
-                       transform: Any) -> None:
-        out = self._answer_headers(resp, grant, FORWARDED_RESPONSE_HEADERS)
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "application/json":  # one message: nothing to stream, so no copy loop to run
-            body = await _read_bounded(resp, 16 * 1024 * 1024)
-            out.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
-        chunks = resp.aiter_raw()
-        if transform is not None and ctype == "text/event-stream":
-            chunks = rewrite_events(chunks, transform)
-        await pump(receive, send, chunks, lambda e: log.info("stream from the MCP server ended: %s",
-                                                              type(e).__name__))
 
 
 def _may_complete(params: dict[str, Any], grant: UserGrant) -> bool:
@@ -417,12 +347,3 @@ def _client(scope: Scope) -> str:
     client = scope.get("client")
     return f"{client[0]}" if client else "-"
 
-
-async def _read_bounded(resp: httpx.Response, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in resp.aiter_raw():
-        size += len(chunk)
-        if size > limit:
-            raise _rpc_refusal(502, UNAVAILABLE, "the MCP server's answer is too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
