@@ -23,7 +23,7 @@ from issuer.gateway import Gateway
 from issuer.gateway.security_log import AUDIT_LOGGER
 from tests.gateway.conftest import Raw, World, messages
 
-CALL = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+CALL: dict[str, Any] = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "list_tickets", "arguments": {"project": "apollo"}}}
 
 
@@ -157,7 +157,7 @@ def hostile(world: World) -> Iterator[tuple[Hostile, str]]:
         upstream.close()
 
 
-ANSWERS = {
+ANSWERS: dict[str, tuple[int, str, str | bytes]] = {
     "json array": (200, "application/json", json.dumps([{"jsonrpc": "2.0", "id": 1, "result": SECRET_TOOLS}])),
     "json id of another type": (200, "application/json", json.dumps({"jsonrpc": "2.0", "id": "1",
                                                                      "result": SECRET_TOOLS})),
