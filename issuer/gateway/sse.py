@@ -48,7 +48,7 @@ class EventTooLarge(ValueError):
 def _rewrite(block: bytes, transform: Callable[[Any], Any | None]) -> bytes:
     lines = _LINE.split(block)
     data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-    if not data:
+    if not b"".join(data).strip():  # no data, or the empty data of a resumable stream's priming event
         return block + b"\n\n"
     try:
         message = strictjson.loads(b"\n".join(data))

@@ -213,7 +213,8 @@ def test_a_list_answer_that_reads_is_filtered_and_its_error_passed(world: World,
     server, url = hostile
     post = {"headers": {"Authorization": f"Bearer {world.token()}"}, "timeout": 30}
     good = json.dumps({"jsonrpc": "2.0", "id": "x", "result": {**SECRET_TOOLS, "nextCursor": "c"}})
-    for ctype, body in (("application/json", good.encode()), ("text/event-stream", _sse(
+    priming = b"id: 0\ndata: \n\n"  # a resumable stream's first event carries an id and empty data
+    for ctype, body in (("application/json", good.encode()), ("text/event-stream", priming + _sse(
             '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hi"}}', good))):
         server.answer = (200, ctype, body)
         resp = httpx.post(url, json={"jsonrpc": "2.0", "id": "x", "method": "tools/list"}, **post)  # type: ignore[arg-type]
