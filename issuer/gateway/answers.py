@@ -24,6 +24,7 @@ from ..kernel.strictjson import StrictJSONError
 from .decisions import UserGrant
 from .jsonrpc import error_body
 from .listing import LIST_KEYS, filter_result
+from .mirrored import ToolSchemas
 from .sse import DROP, UNREADABLE, StreamRefused
 
 __all__ = ["UNCHECKED", "AnswerRefused", "ListAnswer", "stream_filter"]
@@ -53,7 +54,8 @@ class ListAnswer:
     """Reads the answer to one list request, as one JSON body or on its SSE stream."""
 
     def __init__(self, method: str, request_id: str | int, grant: UserGrant,
-                 refused: Callable[[str], None]) -> None:
+                 refused: Callable[[str], None], schemas: ToolSchemas | None = None) -> None:
+        self.schemas = schemas  #: learns the input schema of each tool listed, for the Mcp-Param checks
         self.method = method
         self.request_id = request_id
         self.grant = grant
@@ -85,7 +87,10 @@ class ListAnswer:
         result = value["result"]
         if not isinstance(result, dict) or not isinstance(result.get(LIST_KEYS[self.method]), list):
             raise AnswerRefused(f"a result without the {LIST_KEYS[self.method]} list")
-        return {"jsonrpc": "2.0", "id": self.request_id, "result": filter_result(self.method, result, self.grant)}
+        filtered = filter_result(self.method, result, self.grant)
+        if self.method == "tools/list" and self.schemas is not None:
+            self.schemas.learn(filtered["tools"])
+        return {"jsonrpc": "2.0", "id": self.request_id, "result": filtered}
 
     def json(self, raw: bytes) -> bytes:
         """The filtered JSON body, from the server's JSON body."""

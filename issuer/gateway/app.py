@@ -46,7 +46,7 @@ from .jsonrpc import (
     error_body,
     parse_message,
 )
-from .mirrored import HeaderMismatch, mirrored_headers
+from .mirrored import HeaderMismatch, ToolSchemas, mirrored_headers
 from .protected_resource import metadata_body, www_authenticate
 from .relay import REFUSED, UNAVAILABLE, Refusal, respond, respond_list, rpc_refusal
 from .security_log import audit, digest
@@ -71,6 +71,7 @@ class Gateway:
         self.config = config
         self.decider = decider or Decider(config)
         self.sessions = SessionBinder(config.session_key)
+        self.tool_schemas = ToolSchemas()  # learnt from the tools/list answers relayed, for Mcp-Param checks
         self.upstream = Upstream(config.upstream, config.upstream_timeout)
         self._metadata = metadata_body(config)
         self._metadata_paths = {"/.well-known/oauth-protected-resource", config.metadata_path}
@@ -263,7 +264,7 @@ class Gateway:
         except MessageError as e:
             raise rpc_refusal(400, e.code, e.message, e.request_id) from None
         try:
-            mirrored = mirrored_headers(headers, message)
+            mirrored = mirrored_headers(headers, message, self.tool_schemas)
         except HeaderMismatch as e:
             audit("gateway.header_mismatch", user=grant.principal, reason=str(e), client=_client(scope),
                   method=(message.method or "")[:60])
@@ -272,7 +273,8 @@ class Gateway:
         forward = [*forward, *mirrored, ("content-type", "application/json"), ("authorization", f"Bearer {capability}")]
         answer = None
         if message.method in LIST_METHODS and message.request_id is not None:
-            answer = ListAnswer(message.method, message.request_id, grant, self._refused_answer(scope, grant))
+            answer = ListAnswer(message.method, message.request_id, grant, self._refused_answer(scope, grant),
+                                self.tool_schemas)
         await self._forward(receive, send, "POST", forward, message.encode(), query, grant, answer)
 
     async def _decide(self, scope: Scope, message: Message, token: str | None, grant: UserGrant) -> str:

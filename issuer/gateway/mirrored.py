@@ -10,26 +10,38 @@ that attack. So it is refused (HTTP 400, ``HeaderMismatch`` -32020) before
 anything is decided, and what is forwarded carries headers the gateway built
 from the message it decided on, never the client's copies.
 
-The gateway does not know the tools' schemas, so it cannot tell which
-argument an ``Mcp-Param`` header mirrors. It refuses one whose value (after
-the ``=?base64?...?=`` decoding the specification defines) is no argument
-value of the call at all, and forwards the value as rendered from that
-argument; the MCP server checks the header against its schema, as the
-specification requires of every server that reads the body.
+Which argument an ``Mcp-Param`` header mirrors is in the tool's
+``inputSchema`` (``x-mcp-header``). The gateway learns each tool's schema
+from the ``tools/list`` answers it relays (:class:`ToolSchemas`); for a tool
+it has listed, the headers are checked exactly as the MCP server would
+(the official SDK's own check) and rebuilt from the arguments. For a tool it
+has not listed (another replica did, or the gateway restarted since), it
+refuses a header whose value (after the ``=?base64?...?=`` decoding the
+specification defines) is no argument value of the call at all, and
+forwards the value as rendered from the arguments; the MCP server checks
+the header against its schema, as the specification requires of every
+server that reads the body.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Final
 
-from mcp.shared.inbound import decode_header_value, encode_header_value
+from mcp.shared.inbound import (
+    decode_header_value,
+    encode_header_value,
+    mcp_param_headers,
+    validate_mcp_param_headers,
+    x_mcp_header_map,
+)
 
 from .asgi_io import Headers
 from .jsonrpc import Message
 
-__all__ = ["HeaderMismatch", "mirrored_headers"]
+__all__ = ["HeaderMismatch", "ToolSchemas", "mirrored_headers"]
 
 PARAM_PREFIX: Final = "mcp-param-"
 #: The body field ``Mcp-Name`` mirrors, per method.
@@ -45,6 +57,33 @@ _INTEGRAL: Final = re.compile(r"-?[0-9]+\.0+")
 
 class HeaderMismatch(ValueError):
     """A mirrored header contradicts the body, is repeated or malformed; the message names which, never a value."""
+
+
+class ToolSchemas:
+    """The ``inputSchema`` of each tool the gateway listed, by name (bounded, least recently listed out first).
+
+    Tool definitions belong to the MCP server, not to a user, so one map
+    serves every user; a tool the user may not see is never called anyway.
+    Only schemas whose ``x-mcp-header`` annotations are valid get here: the
+    list filter drops a tool with invalid ones, as the specification asks
+    of clients.
+    """
+
+    def __init__(self, max_tools: int = 4096) -> None:
+        self._schemas: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._max = max_tools
+
+    def learn(self, tools: list[Any]) -> None:
+        for tool in tools:
+            if isinstance(tool, dict) and isinstance(tool.get("name"), str) and isinstance(tool.get("inputSchema"),
+                                                                                             dict):
+                self._schemas[tool["name"]] = tool["inputSchema"]
+                self._schemas.move_to_end(tool["name"])
+        while len(self._schemas) > self._max:
+            self._schemas.popitem(last=False)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._schemas.get(name)
 
 
 def _renderings(arguments: dict[str, Any]) -> Iterator[str]:
@@ -64,17 +103,38 @@ def _renderings(arguments: dict[str, Any]) -> Iterator[str]:
             yield str(int(node))
 
 
-def _param_headers(message: Message, params: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
-    arguments = message.params.get("arguments") if message.method == "tools/call" else None
+def _known_schema(schema: dict[str, Any], arguments: dict[str, Any], params: list[tuple[str, list[str]]],
+                  strict: bool) -> list[tuple[str, str]]:
+    """The tool's schema is known: the client's headers checked as the MCP server would, and rebuilt from it."""
+    declared = {f"{PARAM_PREFIX}{token.lower()}" for token in x_mcp_header_map(schema).values()}
+    if any(name not in declared for name, _ in params):
+        raise HeaderMismatch("an Mcp-Param header the tool's schema does not declare")
+    if params or strict:
+        rejection = validate_mcp_param_headers(schema, arguments, {name: sent[0] for name, sent in params})
+        if rejection is not None:
+            raise HeaderMismatch(rejection.message)
+    return list(mcp_param_headers(x_mcp_header_map(schema), arguments).items())
+
+
+def _param_headers(message: Message, params: list[tuple[str, list[str]]], schemas: ToolSchemas | None,
+                   strict: bool) -> list[tuple[str, str]]:
+    arguments = message.params.get("arguments", {}) if message.method == "tools/call" else None
     if not isinstance(arguments, dict):
-        raise HeaderMismatch("Mcp-Param headers on a message that is no tools/call with arguments")
+        if params:
+            raise HeaderMismatch("Mcp-Param headers on a message that is no tools/call with arguments")
+        return []
+    for name, sent in params:
+        if len(sent) != 1 or not _TOKEN.fullmatch(name[len(PARAM_PREFIX):]) or not _PLAIN.fullmatch(sent[0]):
+            raise HeaderMismatch("an Mcp-Param header is repeated, has no valid name or a character it may not")
+    tool = message.params.get("name")
+    schema = schemas.get(tool) if schemas is not None and isinstance(tool, str) else None
+    if schema is not None:
+        return _known_schema(schema, arguments, params, strict)
     values = set(_renderings(arguments))
     out = []
     for name, sent in params:
         token = name[len(PARAM_PREFIX):]
-        if len(sent) != 1 or not _TOKEN.fullmatch(token):
-            raise HeaderMismatch("an Mcp-Param header is repeated or has no valid name")
-        decoded = decode_header_value(sent[0]) if _PLAIN.fullmatch(sent[0]) else None
+        decoded = decode_header_value(sent[0])
         if decoded is not None and decoded not in values and _INTEGRAL.fullmatch(decoded):
             decoded = decoded.split(".", 1)[0]  # 42.0 mirrors the integer 42
         if decoded is None or decoded not in values:
@@ -83,8 +143,11 @@ def _param_headers(message: Message, params: list[tuple[str, list[str]]]) -> lis
     return out
 
 
-def mirrored_headers(headers: Headers, message: Message) -> list[tuple[str, str]]:
-    """The mirrored headers to forward, built from ``message``; HeaderMismatch when the client's contradict it."""
+def mirrored_headers(headers: Headers, message: Message, schemas: ToolSchemas | None = None) -> list[tuple[str, str]]:
+    """The mirrored headers to forward, built from ``message``; HeaderMismatch when the client's contradict it.
+
+    ``schemas``: the tools' input schemas as listed, for the exact check of ``Mcp-Param`` headers.
+    """
     try:
         method_sent = headers.one("mcp-method")
         name_sent = headers.one("mcp-name")
@@ -111,6 +174,5 @@ def mirrored_headers(headers: Headers, message: Message) -> list[tuple[str, str]
         raise HeaderMismatch(f"Mcp-Name does not match the body's {field or 'name'}")
     if isinstance(name, str):
         out.append(("Mcp-Name", encode_header_value(name)))
-    if params:
-        out += _param_headers(message, params)
+    out += _param_headers(message, params, schemas, strict=version == "2026-07-28")
     return out

@@ -129,6 +129,7 @@ class Hostile:
 
     def __init__(self) -> None:
         self.answer: tuple[int, str, bytes] = (200, "application/json", b"{}")
+        self.received: list[dict[str, str]] = []  #: each request's headers (lower-case names)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -139,6 +140,7 @@ class Hostile:
         more = True
         while more:
             more = (await receive()).get("more_body", False)
+        self.received.append({k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]})
         status, ctype, body = self.answer
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]})
@@ -272,3 +274,32 @@ def test_an_answer_before_the_body_is_read_says_connection_close_and_closes(worl
     assert b"\r\nconnection: close\r\n" in b"\r\n" + rest.lower()
     assert state == b"closed"
     assert world.helpdesk.requests == 0
+
+
+def test_mcp_param_headers_are_checked_against_the_schema_of_the_tool_listed(world: World,
+                                                                            hostile: tuple[Hostile, str]) -> None:
+    """Once the gateway has listed a tool, it knows which argument each Mcp-Param header mirrors."""
+    server, url = hostile
+    alice = {"Authorization": f"Bearer {world.token()}"}
+    schema = {"type": "object", "properties": {"project": {"type": "string", "x-mcp-header": "Project"},
+                                               "note": {"type": "string"}}}
+    invalid = {"type": "object", "properties": {"path": {"type": "number", "x-mcp-header": "Path"}}}
+    server.answer = (200, "application/json", json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+        {"name": "list_tickets", "inputSchema": schema}, {"name": "read_file", "inputSchema": invalid}]}}).encode())
+    listed = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=alice, timeout=30)
+    # read_file is alice's, but its x-mcp-header is invalid: clients must leave it out, so the gateway does.
+    assert [t["name"] for t in listed.json()["result"]["tools"]] == ["list_tickets"]
+    server.answer = (200, "application/json", b'{"jsonrpc":"2.0","id":2,"result":{"content":[]}}')
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "list_tickets", "arguments": {"project": "apollo", "note": "website"}}}
+    forwarded = len(server.received)
+    # "website" is an argument of the call, but not the one the schema says Mcp-Param-Project mirrors.
+    wrong = httpx.post(url, json=call, headers={**alice, "Mcp-Param-Project": "website"}, timeout=30)
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == -32020
+    missing = httpx.post(url, json=call, headers={**alice, "MCP-Protocol-Version": "2026-07-28"}, timeout=30)
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == -32020  # required from 2026-07-28
+    assert len(server.received) == forwarded
+    older = httpx.post(url, json=call, headers={**alice, "MCP-Protocol-Version": "2025-11-25"}, timeout=30)
+    assert older.status_code == 200, older.text
+    sent = server.received[-1]
+    assert sent["mcp-param-project"] == "apollo" and sent["mcp-name"] == "list_tickets"  # built by the gateway
