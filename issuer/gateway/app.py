@@ -12,11 +12,18 @@ Order of checks for the MCP endpoint (each one ends the request when it fails):
 3. a session id, when sent, opened by this same user (404 as the MCP
    server itself would answer for an unknown session; audited);
 4. for POST: ``application/json``, at most ``max_body`` bytes (413/415),
-   one well-formed JSON-RPC message (400);
-5. the decision: a call method is a call-bound exchange at the issuer
+   one JSON-RPC message the strict decoder accepts (400);
+5. mirrored headers (``Mcp-Method``, ``Mcp-Name``, ``Mcp-Param-*``) that
+   agree with the body (400 HeaderMismatch; :mod:`.mirrored`);
+6. the decision: a call method is a call-bound exchange at the issuer
    (a refusal is a JSON-RPC error, HTTP 200, the session stays usable);
    a list or pass method is forwarded with the user's session capability;
    any other method is refused (default deny).
+
+What is forwarded is the decided message re-serialised, with mirrored
+headers rebuilt from it; a list answer reaches the client only as
+:mod:`.answers` reads it (:mod:`.relay`). An answer given before the body
+was read to its end says ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -181,7 +188,7 @@ class Gateway:
             raise rpc_refusal(400, INVALID_REQUEST, "malformed query string") from None
         if "access_token" in names:
             raise Refusal(400, b'{"error":"invalid_request","error_description":"tokens are never accepted in the '
-                                b'query string; send Authorization: Bearer"}', event="query_token")
+                               b'query string; send Authorization: Bearer"}', event="query_token")
 
     def _check_headers(self, headers: Headers) -> tuple[str | None, str | None, str | None]:
         try:
@@ -226,11 +233,11 @@ class Gateway:
         except Unavailable as e:
             retry = (("retry-after", str(max(1, round(e.retry_after)))),) if e.retry_after else ()
             raise rpc_refusal(503, UNAVAILABLE, f"the gateway cannot decide now: {e.description}",
-                               headers=retry) from None
+                              headers=retry) from None
         if isinstance(grant, NoGrant):
             challenge = www_authenticate(self.config, "insufficient_scope", "policy grants this user nothing here")
             raise Refusal(403, b'{"error":"insufficient_scope","error_description":"policy grants this user '
-                                b'nothing on this MCP server"}', (("www-authenticate", challenge),))
+                               b'nothing on this MCP server"}', (("www-authenticate", challenge),))
         return grant
 
     async def _read_body(self, receive: Receive, headers: Headers) -> bytes:
@@ -282,7 +289,7 @@ class Gateway:
         m = message.method
         if m == "completion/complete" and message.is_request and not _may_complete(message.params, grant):
             raise Refusal(200, error_body(message.request_id, REFUSED, "completion for something this user may "
-                                                                          "not use", {"reason": "not_permitted"}))
+                                                                         "not use", {"reason": "not_permitted"}))
         if m is None or m in LIST_METHODS or m in PASS_METHODS or (m.startswith("notifications/")
                                                                   and not message.is_request):
             return grant.capability
@@ -298,18 +305,20 @@ class Gateway:
                 raise self._unauthorized("invalid_token", e.description) from None
             except Unavailable:
                 raise rpc_refusal(200, UNAVAILABLE, "the issuer could not decide this call; try again later",
-                                   message.request_id) from None
+                                  message.request_id) from None
         audit("gateway.method_refused", user=grant.principal, method=m[:60], client=_client(scope))
         if not message.is_request:
             raise rpc_refusal(400, INVALID_REQUEST, "this notification is not allowed through the gateway")
         raise rpc_refusal(200, METHOD_NOT_FOUND, f"method {m[:60]} is not allowed through the gateway",
-                           message.request_id)
+                          message.request_id)
 
     def _bind(self, grant: UserGrant) -> Callable[[str], str]:
         """Tags the MCP server's session id for this user (ValueError when it is malformed)."""
         return lambda upstream_session: self.sessions.bind(grant.principal, upstream_session)
 
-    def _refused_answer(self, scope: Scope, grant: UserGrant) -> Any:
+    def _refused_answer(self, scope: Scope, grant: UserGrant) -> Callable[[str], None]:
+        """Writes an MCP server answer the gateway did not relay to the security log, with why."""
+
         def refused(reason: str) -> None:
             audit("gateway.answer_refused", user=grant.principal, reason=reason, client=_client(scope),
                   method=scope["method"])
@@ -330,7 +339,6 @@ class Gateway:
                 await respond(receive, send, resp, self._bind(grant), transform)
         finally:
             await resp.aclose()
-
 
 
 def _may_complete(params: dict[str, Any], grant: UserGrant) -> bool:
