@@ -89,6 +89,11 @@ def test_forwarded_mirrored_headers_are_rebuilt_from_the_decided_message(world: 
                       headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"})
     assert listed.status_code == 200
     assert world.forwarded[-1]["mcp-method"] == ["tools/list"] and "mcp-name" not in world.forwarded[-1]
+    # A DELETE has no message to mirror: the client's copies are not forwarded.
+    ended = raw.http.delete(world.gateway_url, headers={"Authorization": f"Bearer {alice}", "Mcp-Session-Id": sid,
+                                                        "Mcp-Method": "tools/call", "Mcp-Name": "delete_ticket"})
+    assert ended.status_code == 200
+    assert "mcp-method" not in world.forwarded[-1] and "mcp-name" not in world.forwarded[-1]
 
 
 # -- strict JSON -----------------------------------------------------------------------------------
@@ -256,6 +261,8 @@ def _exchange(url: str, request: bytes) -> tuple[bytes, bytes]:
                 data += chunk
         except TimeoutError:
             return data, b"still open"
+        except ConnectionResetError:  # closed with bytes of ours unread: a reset, after the answer
+            pass
     return data, b"closed"
 
 
