@@ -9,14 +9,41 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
+import logging
 import os
 import secrets
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
-__all__ = ["app_from_env", "gateway"]
+__all__ = ["PathOnly", "app_from_env", "gateway", "log_config"]
+
+
+class PathOnly(logging.Filter):
+    """uvicorn's access log without query strings: a token sent as ``?access_token=`` must reach no log.
+
+    The gateway refuses such a request, but uvicorn writes the request line
+    before anyone reads it. The record's arguments are ``(client, method,
+    path with query, HTTP version, status)``; the query is cut from the path.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration with :class:`PathOnly` on the access log (every worker builds its own)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["path_only"] = {"()": f"{__name__}.PathOnly"}
+    config["handlers"]["access"].setdefault("filters", []).append("path_only")
+    return config
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -128,7 +155,7 @@ def gateway(upstream: str, resource: str, listen: str, issuer_url: str, upstream
                f"at {issuer_url})", err=True)
     if workers == 1:
         uvicorn.run(Gateway(config), host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
-                    proxy_headers=False, server_header=False)
+                    proxy_headers=False, server_header=False, log_config=log_config())
         return
     # Workers rebuild the config from the environment; one session key for all of them.
     os.environ.update({"GATEWAY_UPSTREAM": upstream, "GATEWAY_RESOURCE": resource, "GATEWAY_ISSUER": issuer_url,
@@ -138,4 +165,5 @@ def gateway(upstream: str, resource: str, listen: str, issuer_url: str, upstream
                        "GATEWAY_AUTHORIZATION_SERVER": authorization_server or ""})
     os.environ.setdefault("GATEWAY_SESSION_KEY", base64.urlsafe_b64encode(config.session_key).decode())
     uvicorn.run("issuer.gateway.command:app_from_env", factory=True, workers=workers, host=host, port=port,
-                log_level="info", timeout_graceful_shutdown=5, proxy_headers=False, server_header=False)
+                log_level="info", timeout_graceful_shutdown=5, proxy_headers=False, server_header=False,
+                log_config=log_config())

@@ -5,7 +5,10 @@ message is re-serialised from the parsed value, so a parser difference
 between the gateway and the MCP server (duplicate members, a byte-order
 mark, non-finite numbers, invalid UTF-8) can never make the server execute
 something other than what the gateway authorized. Input such a difference
-could hide in is refused outright.
+could hide in is refused outright, by the project's one strict decoder
+(:mod:`issuer.kernel.strictjson`): also a NUL or a lone surrogate, which the
+issuer could not store in the audit record of the very call that carried
+it, and nesting deeper than it documents.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..kernel import strictjson
+from ..kernel.strictjson import StrictJSONError
+
 __all__ = [
     "CALL_METHODS",
+    "HEADER_MISMATCH",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
     "LIST_METHODS",
@@ -32,6 +39,8 @@ PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
 METHOD_NOT_FOUND: Final = -32601
 INVALID_PARAMS: Final = -32602
+#: MCP 2026-07-28 Streamable HTTP: a mirrored header (Mcp-Method, Mcp-Name, Mcp-Param-*) disagrees with the body.
+HEADER_MISMATCH: Final = -32020
 
 #: Methods that run something on the user's behalf: each one is an exchange at the issuer.
 CALL_METHODS: Final = frozenset({"tools/call", "resources/read", "resources/subscribe", "prompts/get"})
@@ -71,22 +80,6 @@ class Message:
         return json.dumps(self.value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise MessageError(PARSE_ERROR, f"duplicate member {key[:40]!r}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise MessageError(PARSE_ERROR, f"{name} is not JSON")
-
-
-_DECODER: Final = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-
-
 def _request_id(value: dict[str, Any]) -> str | int | None:
     if "id" not in value:
         return None
@@ -99,12 +92,9 @@ def _request_id(value: dict[str, Any]) -> str | int | None:
 def parse_message(body: bytes) -> Message:
     """Parse one POSTed message. Batches are refused: no supported protocol version has them."""
     try:
-        text = body.decode("utf-8")
-        value = _DECODER.decode(text)
-    except MessageError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise MessageError(PARSE_ERROR, "the body is not valid UTF-8 JSON") from None
+        value = strictjson.loads(body)
+    except StrictJSONError as e:
+        raise MessageError(PARSE_ERROR, f"the body is not JSON the gateway accepts: {e}") from None
     if isinstance(value, list):
         raise MessageError(INVALID_REQUEST, "JSON-RPC batches are not supported")
     if not isinstance(value, dict):

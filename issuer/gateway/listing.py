@@ -4,13 +4,17 @@ The filter is the session exchange's ``actions`` (see :mod:`.decisions`):
 a tool is listed when its name is an action, a prompt when ``prompt:NAME``
 is, resources and templates when ``resource:read`` is and, for a concrete
 resource, its URI passes the policy's ``uri`` constraint. Anything the
-filter does not understand is dropped, never passed: default deny.
+filter does not understand is dropped, never passed: default deny; so is a
+tool whose ``x-mcp-header`` annotations are invalid, which the MCP
+specification asks clients to leave out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
+
+from mcp.shared.inbound import find_invalid_x_mcp_header
 
 from ..constraints import evaluate
 from .decisions import RESOURCE_ACTION, UserGrant
@@ -22,8 +26,9 @@ LIST_KEYS: Final = {"tools/list": "tools", "prompts/list": "prompts", "resources
 
 
 def _allowed(method: str, item: Mapping[str, Any], grant: UserGrant) -> bool:
-    if method == "tools/list":
-        return isinstance(item.get("name"), str) and item["name"] in grant.actions
+    if method == "tools/list":  # a tool whose x-mcp-header annotations are invalid is excluded (MCP 2026-07-28)
+        return (isinstance(item.get("name"), str) and item["name"] in grant.actions
+                and find_invalid_x_mcp_header(item.get("inputSchema")) is None)
     if method == "prompts/list":
         return isinstance(item.get("name"), str) and f"prompt:{item['name']}" in grant.actions
     if RESOURCE_ACTION not in grant.actions:

@@ -86,6 +86,8 @@ class World:
     gateway_url: str
     mcp_url: str
     release: threading.Event
+    #: The headers of every HTTP request that reached the MCP server, lower-case names, in order.
+    forwarded: list[dict[str, list[str]]]
 
     def token(self, user: str = "alice", **claims: Any) -> str:
         groups = ["contractor"] if user == "mallory" else ["support"]
@@ -156,14 +158,26 @@ def world(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str, idp: 
     release = threading.Event()
     add_count_tool(helpdesk, release)
     add_prompts_and_resources(helpdesk)
-    mcp = BackgroundAsgi(helpdesk.app(json_response=getattr(request, "param", False)))
+    forwarded: list[dict[str, list[str]]] = []
+    inner = helpdesk.app(json_response=getattr(request, "param", False))
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen: dict[str, list[str]] = {}
+            for name, value in scope.get("headers", ()):
+                seen.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+            forwarded.append(seen)
+        await inner(scope, receive, send)
+
+    mcp = BackgroundAsgi(recording)
     config = GatewayConfig(upstream=f"{mcp.url}{GATED_PATH}", resource=GATEWAY_RESOURCE, issuer=issuer.url,
                            upstream_resource=GATED_RESOURCE, client_id="mcp-gateway",
                            client_secret=issuer.secrets["mcp-gateway"], max_body=64 * 1024)
     gateway = Gateway(config)
     front = BackgroundAsgi(gateway)
     try:
-        yield World(issuer, idp, helpdesk, gateway, f"{front.url}/mcp", f"{mcp.url}{GATED_PATH}", release)
+        yield World(issuer, idp, helpdesk, gateway, f"{front.url}/mcp", f"{mcp.url}{GATED_PATH}", release,
+                    forwarded)
     finally:
         release.set()
         front.close()

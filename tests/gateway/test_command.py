@@ -64,3 +64,32 @@ def test_the_command_serves_under_uvicorn() -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert b"not-on-the-command-line" not in err
+
+
+def test_a_token_in_the_query_string_reaches_no_log_not_even_the_access_log() -> None:
+    """uvicorn's access log writes the request line, query string included: the command logs the path only."""
+    port = free_port()
+    env = {**os.environ, "GATEWAY_CLIENT_SECRET": "not-on-the-command-line"}
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.query-string-secret"
+    proc = subprocess.Popen([ISSUER, *BASE, "--listen", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        refused = httpx.post(f"http://127.0.0.1:{port}/mcp?access_token={token}", timeout=5,
+                             json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert refused.status_code == 400
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz?access_token={token}", timeout=5).status_code == 200
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    logs = out.decode() + err.decode()
+    assert '"POST /mcp HTTP/1.1" 400' in logs and '"GET /healthz HTTP/1.1" 200' in logs  # the access log is on
+    assert "query-string-secret" not in logs and "access_token" not in logs
+    assert '"event":"gateway.query_token"' in logs  # the refusal is audited, without the token

@@ -123,12 +123,40 @@ def test_sse_events_are_rewritten_across_chunk_boundaries() -> None:
     assert data["result"] == {"tools": [{"name": "a"}]}
 
 
+#: Hostile strings: NUL, lone surrogates, a byte-order mark, the base64 sentinel, header-breaking characters.
+HOSTILE_TEXT = st.text(max_size=20) | st.sampled_from(
+    ["\x00", "\ud800", "\ufeff", "=?base64?bGlzdF90aWNrZXRz?=", "a\r\nb", "delete_ticket", "list_tickets", "é"])
+METHODS = ["tools/call", "tools/list", "prompts/get", "prompts/list", "resources/read", "resources/list",
+           "initialize", "ping", "completion/complete", "admin/exec", "notifications/initialized", "x\ty"]
+#: JSON-RPC-shaped messages, so that hostile values get past the parser to the decision and the forwarding.
+PARAMS = st.fixed_dictionaries({}, optional={
+    "name": st.sampled_from(["list_tickets", "delete_ticket"]) | HOSTILE_TEXT,
+    "uri": HOSTILE_TEXT,
+    "arguments": st.dictionaries(st.sampled_from(["project", "path", "n"]),
+                                 st.integers() | HOSTILE_TEXT | st.booleans() | st.floats(allow_nan=False), max_size=3),
+    "_meta": st.fixed_dictionaries({"io.modelcontextprotocol/protocolVersion": st.sampled_from(
+        ["2025-11-25", "2026-07-28"])}),
+})
+MESSAGES = st.fixed_dictionaries({"jsonrpc": st.sampled_from(["2.0", "2.0", "1.0"]),
+                                  "method": st.sampled_from(METHODS) | HOSTILE_TEXT},
+                                 optional={"id": st.integers(-3, 3) | HOSTILE_TEXT | st.booleans() | st.none(),
+                                           "params": PARAMS})
+#: Any body: bytes, JSON of any shape, JSON-RPC-shaped messages; some spoiled by a duplicate member or deep nesting.
+HOSTILE_BODIES = st.one_of(
+    st.binary(max_size=300),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | HOSTILE_TEXT,
+                 lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+                     ["jsonrpc", "id", "method", "params", "result", "error", "name", "arguments"]), inner, max_size=6),
+                 max_leaves=20).map(lambda v: json.dumps(v).encode()),
+    MESSAGES.map(lambda v: json.dumps(v).encode()),
+    MESSAGES.map(lambda v: json.dumps(v).encode()[:-1] + b',"method":"tools/call"}'),
+    MESSAGES.map(lambda v: (json.dumps({**v, "params": {"name": "list_tickets", "arguments": {"deep": []}}})
+                            .replace("[]", "[" * 40 + "]" * 40)).encode()),
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=300), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
-        ["jsonrpc", "id", "method", "params", "result", "error", "name", "arguments"]), inner, max_size=6),
-    max_leaves=20).map(lambda v: json.dumps(v).encode())))
+@given(HOSTILE_BODIES)
 def test_any_body_parses_or_is_a_json_rpc_error(body: bytes) -> None:
     """Whatever arrives, the parser answers with a message or a MessageError carrying a JSON-RPC code: never a 500."""
     try:
