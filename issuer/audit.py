@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from . import clock
 from .audit_chain import ROW_FIELDS, AuditSealer, row_mac
