@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from .errors import ConfigurationError, describe
+from .kernel import strictjson
 from .settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -514,9 +515,9 @@ def policy_test(env: _Env, sub: str, idp: str | None, groups: tuple[str, ...], c
     arguments = None
     if arguments_json is not None:
         try:
-            arguments = json.loads(arguments_json)
-        except ValueError:
-            raise ConfigurationError("--arguments: not valid JSON") from None
+            arguments = strictjson.loads(arguments_json)
+        except strictjson.StrictJSONError as e:
+            raise ConfigurationError(f"--arguments: {e}") from None
         if not isinstance(arguments, dict):
             raise ConfigurationError("--arguments: must be a JSON object")
     out = env.service().test_policy(sub=sub, idp=idp, groups=group_list, claims=attributes, client_id=client_id,
@@ -833,9 +834,11 @@ def _scopes_with_actions(scopes: tuple[str, ...], actions: tuple[str, ...]) -> l
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigurationError(f"{path}: not readable JSON ({type(e).__name__})") from None
+        return strictjson.loads(path.read_bytes())
+    except OSError as e:
+        raise ConfigurationError(f"{path}: not readable ({type(e).__name__})") from None
+    except strictjson.StrictJSONError as e:
+        raise ConfigurationError(f"{path}: {e}") from None
 
 
 def _claim_value(text: str) -> str | int | bool:

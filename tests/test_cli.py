@@ -294,6 +294,21 @@ def test_malformed_claim_in_policy_test_is_refused(registered: Run) -> None:
     assert "--claim" in line
 
 
+@pytest.mark.parametrize("arguments, rule", [('{"path": "/a", "path": "/b"}', "duplicate"),
+                                             ('{"n": NaN}', "NaN"), ('{"p": "\\u0000"}', "NUL")])
+def test_policy_test_arguments_obey_the_strict_json_rules(registered: Run, arguments: str, rule: str) -> None:
+    """The CLI reads JSON with the one strict decoder too: two readings of one argument object cannot differ."""
+    line = one_error_line(registered("policy", "test", "--sub", "alice", "--groups", "support",
+                                     "--client", "mcp-helpdesk", "--tool", "tickets", "--arguments", arguments))
+    assert "--arguments" in line and rule in line
+
+
+def test_a_jwks_file_with_duplicate_members_is_refused(ready: Run, tmp_path: Path) -> None:
+    path = write(tmp_path, "dup.json", '{"keys": [], "keys": [{"kty": "EC"}]}')
+    line = one_error_line(ready("idp", "add", "x", "--issuer", "https://x.example", "--jwks-file", path))
+    assert "duplicate" in line
+
+
 def test_policy_show_before_any_apply_exits_2(ready: Run) -> None:
     line = one_error_line(ready("policy", "show"))
     assert "no policy applied" in line
