@@ -26,7 +26,8 @@ STAGES = (
     ("_spend", "Exchanger", "rate limits (one Redis round trip per budget)"),
     ("decide", "exchange", "client allowlist and policy"),
     ("policy_constraints", "exchange", "constraint templates filled"),
-    ("grant_details", "exchange", "authorization_details built"),
+    ("policy_grant", "exchange", "the grant policy decided, as one value"),
+    ("apply_request", "exchange", "the request's authorization_details applied to it"),
     ("build_claims", "exchange", "capability claims"),
     ("sign", "exchange", "capability signed"),
     ("commit_grant", "AuditWriter", "audit row: built, tagged, handed to the committer, waited for"),
@@ -57,7 +58,7 @@ def _split(raw: bytes) -> tuple[dict[str, str], bytes]:
 
 
 def main(n: int = 2000) -> None:
-    from issuer import audit, exchange
+    from issuer import audit, audit_commit, exchange
     from issuer.app import create_app
     from issuer.settings import Settings
 
@@ -85,7 +86,7 @@ def main(n: int = 2000) -> None:
             assert client.post("/token", data=body, headers=headers).status_code == 200
         totals: dict[str, float] = {}
         owners = {"exchange": exchange, "Exchanger": exchange.Exchanger, "AuditWriter": audit.AuditWriter,
-                  "GroupCommitter": audit.GroupCommitter}
+                  "GroupCommitter": audit_commit.GroupCommitter}
         undo = [_timed(owners[o], name, totals) for name, o, _ in STAGES]
         measured = requests[50:]
         started, cpu = time.perf_counter(), time.thread_time()
