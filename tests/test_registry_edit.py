@@ -138,6 +138,17 @@ def test_the_overview_counts_the_last_hour_by_decision(admin: Admin) -> None:
     assert body["audit"]["ok"] is True and body["rotation"]["active"] and body["audit_size"] == 2
 
 
+def test_the_overview_counts_every_rate_limit_refusal(admin: Admin) -> None:
+    """A budget's refusal and a refusal-budget's refusal (issuer/exchange.py) are both rate limits to an admin."""
+    from issuer import clock
+    from issuer.audit import AuditRecord
+
+    audit = admin.live.app.extensions["issuer"].exchanger.audit
+    for reason in ("rate_limited", "refusals_rate_limited", "invalid_scope"):
+        audit.record_denial(AuditRecord(time=clock.now(), request_id="r", decision="denied", reason=reason))
+    assert admin("GET", "/overview").json()["exchanges"]["rate_limited"] == 2
+
+
 def test_a_large_trail_is_not_verified_on_every_look(admin: Admin, monkeypatch: pytest.MonkeyPatch) -> None:
     """The overview must stay cheap on a trail of millions of records; `audit verify` still reads them all."""
     import issuer.admin.service
