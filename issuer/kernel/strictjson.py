@@ -93,8 +93,6 @@ def check_value(value: Any, what: str = "value") -> None:
 
 
 def _depth(text: str, max_depth: int) -> None:
-    if text.count("[") + text.count("{") <= max_depth:
-        return  # cannot be deeper than the number of openings: the common case costs two scans in C
     depth = 0
     for ch in _STRING.sub("", text):
         if ch in "[{":
@@ -106,7 +104,11 @@ def _depth(text: str, max_depth: int) -> None:
 
 
 def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
-    """Decode one JSON text under the rules above; raise :class:`StrictJSONError` otherwise."""
+    """Decode one JSON text under the rules above; raise :class:`StrictJSONError` otherwise.
+
+    On the verifier's first-seen path (a capability's header and payload), so each check is the
+    cheapest form of itself: flag and memchr scans in C first, a Python walk only when one says so.
+    """
     if isinstance(data, bytes | bytearray):
         try:
             text = data.decode("utf-8")  # strict: refuses invalid bytes and encoded surrogates alike
@@ -116,29 +118,30 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
         text = data
     else:
         raise StrictJSONError("not a JSON text")
-    if text.startswith("\ufeff"):
+    # An ASCII text (every token and most bodies; isascii is a flag check) holds no surrogate and no
+    # byte order mark: only NUL is left to look for, by memchr.
+    if text.isascii():
+        if "\x00" in text:
+            raise StrictJSONError("NUL and unpaired surrogates are not allowed")
+    elif text.startswith("\ufeff"):
         raise StrictJSONError("byte order mark before JSON")  # RFC 8259 section 8.1
-    _depth(text, max_depth)
-    # An ASCII text (every token and most bodies; isascii is a flag check) holds no surrogate: only NUL is
-    # left to look for, by memchr (the regex costs ~1.4 µs on a capability payload, the first-seen path).
-    if ("\x00" in text) if text.isascii() else (_BAD_CHAR.search(text) is not None):
+    elif _BAD_CHAR.search(text) is not None:
         raise StrictJSONError("NUL and unpaired surrogates are not allowed")
+    if text.count("[") + text.count("{") > max_depth:  # cannot be deeper than the openings: two C scans
+        _depth(text, max_depth)
+    begin = len(text) - len(text.lstrip(_WS))
     try:
-        value, end = _DECODER.raw_decode(text, _skip_ws(text))
+        value, end = _DECODER.raw_decode(text, begin)
     except StrictJSONError:
         raise
     except (ValueError, RecursionError):  # JSONDecodeError, int digit limit
         raise StrictJSONError("not JSON") from None
-    if _skip_ws(text, end) != len(text):
+    if end != len(text) and text[end:].strip(_WS):
         raise StrictJSONError("not JSON: extra data after the value")
     if "\\u" in text:  # an escape can spell NUL or a lone surrogate; only then walk the value
         check_value(value, "JSON")
     return value
 
 
-_WS = re.compile(r"[ \t\n\r]*")
-
-
-def _skip_ws(text: str, pos: int = 0) -> int:
-    m = _WS.match(text, pos)
-    return m.end() if m else pos
+#: JSON's white space (RFC 8259 section 2): str.strip's default would also take other Unicode spaces.
+_WS = " \t\n\r"
