@@ -37,7 +37,6 @@ from .errors import (
 )
 from .exchange import Exchanger
 from .identity.jwks import JwksCache
-from .kernel import strictjson
 from .keys import JWKS_MAX_AGE, KeyStore
 from .logs import bind_request, clear_request
 from .metrics import Metrics
@@ -65,6 +64,7 @@ from .openapi import OPENAPI_PATH, build_openapi
 from .ratelimit import RateLimiter
 from .registry import SnapshotCache
 from .replay import DatabaseReplayCache, RedisReplayCache, ReplayCache
+from .request_rules import bad_characters
 from .responses import error_response, json_response
 from .revocation import FEED_TYP, RevocationList
 from .settings import Settings, load_settings
@@ -166,21 +166,17 @@ def _routes(app: Flask, ctx: IssuerContext) -> None:
 
     @app.before_request
     def _form_characters() -> Response | None:
-        """The strict decoder's character rules for every form field (names too) of the token endpoints, in
-        one place: a NUL cannot be stored in PostgreSQL and a lone surrogate cannot be encoded at all, so
-        either one would break the refusal's own audit row. Refused, and audited, before anything else runs."""
+        """The request character rules (:mod:`issuer.request_rules`) at the token endpoints: a NUL cannot be
+        stored in PostgreSQL and a lone surrogate cannot be encoded at all, so either one would break the
+        refusal's own audit row. Refused, and audited, before anything else runs."""
         if request.method != "POST" or request.path not in _FORM_ENDPOINTS:
             return None
-        try:
-            for name, values in (*request.args.lists(), *request.form.lists()):
-                strictjson.check_text(name, "a form field name")
-                for value in values:
-                    strictjson.check_text(value, "a form field")
-        except strictjson.StrictJSONError as e:
-            resp = error_response(InvalidRequest(str(e)))
-            _audit_refusal(ctx, resp)  # raises TemporarilyUnavailable (a 503) when the row cannot be written
-            return resp
-        return None
+        problem = bad_characters()
+        if problem is None:
+            return None
+        resp = error_response(InvalidRequest(problem))
+        _audit_refusal(ctx, resp)  # raises TemporarilyUnavailable (a 503) when the row cannot be written
+        return resp
 
     @app.teardown_request
     def _unbind(_exc: BaseException | None) -> None:

@@ -29,10 +29,11 @@ from ..errors import (
     UnknownObject,
     admin_error,
 )
+from ..request_rules import bad_characters
 from ..responses import error_response, json_response
 from . import schemas as m
 from .credentials import AdminIdentity, SignInGuard
-from .inputs import bad_characters, json_body
+from .inputs import json_body
 from .service import AUDIT_FILTERS, AdminService, parse_time
 
 __all__ = ["MAX_VERSION", "PREFIX", "ROUTES", "Route", "admin_blueprint"]

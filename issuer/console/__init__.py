@@ -3,7 +3,7 @@
 Every request passes four gates before a view runs, in this order:
 
 1. no part of it (path, query, form field) may hold NUL, a lone surrogate or
-   bytes that are not UTF-8 (:func:`issuer.admin.inputs.bad_characters`, as
+   bytes that are not UTF-8 (:func:`issuer.request_rules.bad_characters`, as
    in the admin API), so none reaches the database, not even the session's;
 2. a POST must carry the session's CSRF token (the sign-in form included);
 3. every page but sign-in needs a live session (:mod:`.session`);
@@ -20,7 +20,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from ..admin.inputs import bad_characters
+from ..request_rules import bad_characters
 from ..settings import Settings
 from . import session as console_session
 from .context import render

@@ -7,6 +7,8 @@ record. Now each is an ``invalid_request`` 400, refused before anything reaches 
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 
 from issuer.oauth.rfc8414 import INTROSPECT_PATH, REVOKE_PATH
@@ -71,3 +73,17 @@ def test_a_refused_character_at_introspect_and_revoke_is_invalid_request_and_aud
     assert audit_count(live) == rows + 1
     assert last_audit(live).reason == "invalid_request"
     assert registry_state(live) == before
+
+
+@pytest.mark.parametrize("path", ["/token", INTROSPECT_PATH, REVOKE_PATH])
+def test_form_bytes_that_are_not_utf8_are_refused_not_read_as_a_replacement_character(
+        live: LiveIssuer, path: str) -> None:
+    """Werkzeug reads ``%ED%A0%80`` (a surrogate encoded as UTF-8) as U+FFFD: the request would go on as another
+    value than the one sent. The token endpoints apply the same rule as the admin API and the console."""
+    valid = _exchange_with(live, "scope", "tickets:read") if path == "/token" else [("token", "not-a-token")]
+    body = urlencode(valid) + "&x-extra=%ED%A0%80"  # each valid without the last field: 200 before the fix
+    rows = audit_count(live)
+    resp = live.http.post(path, content=body, auth=("mcp-helpdesk", live.secrets["mcp-helpdesk"]),
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    error_of(resp, 400, "invalid_request")
+    assert audit_count(live) == rows + 1 and last_audit(live).reason == "invalid_request"
