@@ -87,6 +87,11 @@ def parse_limits(field: str, text: str) -> tuple[RateLimitItem, ...]:
     return items
 
 
+#: Spent failure-only budgets one process remembers; past this, those whose wait is over are dropped, then
+#: the oldest (a guesser cycling through ids cannot grow the map without bound).
+MAX_REMEMBERED_SPENT = 10_000
+
+
 @dataclass(frozen=True)
 class Limited:
     """The budget is spent; retry after this many seconds."""
@@ -130,6 +135,8 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._degraded_since: float | None = None
         self._next_retry = 0.0
+        self._spent: dict[tuple[str, ...], float] = {}  #: failure-only budget key -> monotonic time spent until
+        self._spent_lock = threading.Lock()
         self._redis: redis.Redis | None = None
         self._script: Script | None = None
         self._redis_error: type[Exception] = Exception
@@ -163,6 +170,45 @@ class RateLimiter:
         """What :meth:`hit` would answer, spending nothing: for budgets that only failures spend
         (failed authentications), checked before the attempt and spent after it fails."""
         return self._run(limits, key, spend=False)
+
+    # -- budgets only failures spend (failed client authentications, failed admin sign-ins) ------------
+    def known_spent(self, *key: str) -> int | None:
+        """Seconds until the failure-only budget ``key`` lets attempts through again, if this process has
+        seen it spent (:meth:`fail`); None otherwise. No I/O: it is asked before every attempt, and a
+        successful authentication, the common case, must cost the limiter nothing."""
+        until = self._spent.get(key)
+        if until is None:
+            return None
+        now = clock.monotonic()
+        if until <= now:
+            with self._spent_lock:
+                self._spent.pop(key, None)
+            return None
+        return max(1, math.ceil(until - now))
+
+    def fail(self, limits: Sequence[RateLimitItem], *key: str) -> Limited | None:
+        """Spend one unit of a failure-only budget; the refusal when it was already spent.
+
+        A spent budget is remembered in this process until its window lets the key try again, so
+        :meth:`known_spent` refuses the next attempt before it is checked. The failure that spends the
+        last unit looks once more, so this process refuses from the very next attempt; another replica
+        learns it from its own next failure: across R replicas a window admits at most the budget plus
+        R - 1 checked attempts."""
+        limited = self.hit(limits, *key)
+        spent = limited or self.peek(limits, *key)
+        if spent is not None:
+            self._remember_spent(key, clock.monotonic() + max(1, spent.retry_after))
+        return limited
+
+    def _remember_spent(self, key: tuple[str, ...], until: float) -> None:
+        with self._spent_lock:
+            if len(self._spent) >= MAX_REMEMBERED_SPENT:
+                now = clock.monotonic()
+                for k in [k for k, t in self._spent.items() if t <= now]:
+                    del self._spent[k]
+                while len(self._spent) >= MAX_REMEMBERED_SPENT:  # dicts keep insertion order: the oldest first
+                    del self._spent[next(iter(self._spent))]
+            self._spent[key] = until
 
     def _run(self, limits: Sequence[RateLimitItem], key: Sequence[str], *, spend: bool) -> Limited | None:
         if not limits:

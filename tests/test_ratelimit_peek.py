@@ -1,7 +1,8 @@
-"""``RateLimiter.peek``: the answer a hit would give, spending nothing, on Redis and in process.
+"""``RateLimiter.peek``, ``fail`` and ``known_spent``: budgets that only failures spend, on Redis and in process.
 
-Budgets that only failures spend (failed client and admin-key authentications) are looked at
-before an attempt and spent after it fails; a look that spent would let successes lock a client out.
+Failed client and admin-key authentications spend a budget after the attempt fails; before an attempt
+the limiter answers from its memory of spent budgets, with no round trip, and a look never spends
+(a look that spent would let successes lock a client out).
 """
 
 from __future__ import annotations
@@ -40,3 +41,29 @@ def test_peek_spends_nothing_and_sees_a_spent_budget(limiter: RateLimiter) -> No
     assert limited is not None and limited.limit == str(limits[0]) and 1 <= limited.retry_after <= 60
     assert limiter.hit(limits, *key) is not None
     assert limiter.peek(limits, "peek-test-" + secrets.token_hex(6)) is None  # another key is untouched
+
+
+def test_a_failure_only_budget_is_known_spent_from_the_failure_that_spends_it(limiter: RateLimiter) -> None:
+    """known_spent is asked before every authentication with no I/O: it must know as soon as the last unit
+    goes, not one failure later, and forget when the window lets the key try again."""
+    limits = parse_limits("test", "2/minute")
+    key = ("peek-test-" + secrets.token_hex(6), "x")
+    assert limiter.fail(limits, *key) is None and limiter.known_spent(*key) is None
+    assert limiter.fail(limits, *key) is None  # the last unit: accepted, and now known spent
+    wait = limiter.known_spent(*key)
+    assert wait is not None and 1 <= wait <= 60
+    assert limiter.fail(limits, *key) is not None  # a failure past the budget is refused
+    assert limiter.known_spent("peek-test-" + secrets.token_hex(6), "x") is None
+
+
+def test_the_memory_of_spent_budgets_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guesser cycling through client ids or addresses cannot grow a process's memory without bound."""
+    import issuer.ratelimit
+
+    monkeypatch.setattr(issuer.ratelimit, "MAX_REMEMBERED_SPENT", 3)
+    limiter, limits = RateLimiter(), parse_limits("test", "1/minute")
+    keys = [("peek-test-" + secrets.token_hex(6),) for _ in range(5)]
+    for key in keys:
+        limiter.fail(limits, *key)
+    remembered = [k for k in keys if limiter.known_spent(*k) is not None]
+    assert remembered == keys[-3:]  # the newest kept, the oldest dropped

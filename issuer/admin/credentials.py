@@ -154,13 +154,13 @@ class SignInGuard:
         key_id = m.group(1) if m else None
         budgets = [("admin-sign-in", "address", source)] + ([("admin-sign-in", "key", key_id)] if key_id else [])
         limits = {"address": (FAILED_SIGN_INS_PER_ADDRESS,), "key": (FAILED_SIGN_INS_PER_KEY,)}
-        for key in budgets:
-            limited = self._limiter.peek(limits[key[1]], *key)
-            if limited is not None:
+        for key in budgets:  # this process's memory of spent budgets (RateLimiter.fail): no round trip
+            wait = self._limiter.known_spent(*key)
+            if wait is not None:
                 self._metrics.admin_auth_failures.labels(self._surface, "rate_limited").inc()
                 log.warning("admin key sign-in refused unchecked (%s): too many failures for this %s; "
                             "address %s, key id %s", self._surface, key[1], source, key_id or "-")
-                raise RateLimited("too many failed sign-ins; retry later", retry_after=limited.retry_after)
+                raise RateLimited("too many failed sign-ins; retry later", retry_after=wait)
         who = authenticate(db, pepper, presented)
         if who is None:
             self._metrics.admin_auth_failures.labels(self._surface, "invalid_key").inc()
@@ -168,5 +168,5 @@ class SignInGuard:
             log.warning("admin key sign-in failed (%s): address %s, key id %s", self._surface, source,
                         key_id or "- (malformed key)")
             for key in budgets:
-                self._limiter.hit(limits[key[1]], *key)
+                self._limiter.fail(limits[key[1]], *key)
         return who

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
-import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -238,8 +236,6 @@ class _AfterSignature(InvalidClient):
 #: guesser at one address cannot lock the real client out of its own; it takes many addresses.
 FAILED_AUTH_PER_SOURCE = parse_limits("failed client authentications per client id and address", "10/minute")[0]
 FAILED_AUTH_PER_CLIENT = parse_limits("failed client authentications per client id", "100/minute")[0]
-#: Spent budgets one process remembers; past this, entries whose wait is over are dropped, then the oldest.
-MAX_BLOCKED = 10_000
 
 _Budget = tuple[tuple[RateLimitItem, ...], tuple[str, ...]]
 
@@ -252,21 +248,15 @@ class ClientAuthGuard:
     ``/revoke`` share it. The limiter is the exchanges' (Redis when configured), so every replica
     shares the count.
 
-    Only a failure talks to the limiter: a failed attempt spends the budgets, and when the limiter
-    answers that one is spent, this process remembers it until the window lets the id try again.
-    While it remembers, every attempt for that id (from that address) is refused with 429 before
-    its credentials are checked, the right ones included, so a throttled guess learns nothing.
-    The check before an attempt is a look-up in this process's memory, never a round trip: a
-    successful authentication, the token endpoint's common case, costs the limiter nothing. Each
-    replica learns of a spent budget from its own failures (the one that spends the last unit looks
-    once more), so across R replicas a window admits at most the budget plus R - 1 checks.
+    Only a failure talks to the limiter (:meth:`RateLimiter.fail`), which remembers a spent budget
+    in-process: while it does, every attempt for that id (from that address) is refused with 429
+    before its credentials are checked, the right ones included, so a throttled guess learns
+    nothing, and a successful authentication costs no round trip (:meth:`RateLimiter.known_spent`).
     """
 
     def __init__(self, limiter: RateLimiter, metrics: Metrics) -> None:
         self._limiter = limiter
         self._metrics = metrics
-        self._blocked: dict[tuple[str, ...], float] = {}  #: budget key -> monotonic time it is spent until
-        self._lock = threading.Lock()
 
     @staticmethod
     def _budgets(claimed: str | None, source: str) -> list[_Budget]:
@@ -277,49 +267,21 @@ class ClientAuthGuard:
 
     def before(self, claimed: str | None, source: str, endpoint: str) -> None:
         """Refuse the attempt (429) while its client id is known here to have failed too often."""
-        if not self._blocked:
-            return
-        now = clock.monotonic()
         for _limits, key in self._budgets(claimed, source):
-            until = self._blocked.get(key)
-            if until is None:
-                continue
-            if until <= now:
-                with self._lock:
-                    self._blocked.pop(key, None)
-                continue
-            self._metrics.client_auth_failures.labels(endpoint, "rate_limited").inc()
-            raise RateLimited("too many failed client authentications for this client; retry later",
-                              retry_after=max(1, math.ceil(until - now)))
+            wait = self._limiter.known_spent(*key)
+            if wait is not None:
+                self._metrics.client_auth_failures.labels(endpoint, "rate_limited").inc()
+                raise RateLimited(_THROTTLED, retry_after=wait)
 
     def failed(self, claimed: str | None, source: str, endpoint: str, *, spend: bool = True) -> None:
         """Count a failed authentication and, for a guess (``spend``), spend the client id's budgets;
         :class:`RateLimited` when one was already spent (from then on refused here unchecked)."""
-        if not spend:
-            self._metrics.client_auth_failures.labels(endpoint, "invalid_client").inc()
-            return
-        refused: RateLimited | None = None
-        for limits, key in self._budgets(claimed, source):
-            limited = self._limiter.hit(limits, *key)
-            if limited is None:  # spent the last unit? then refuse the next attempt here unchecked
-                if (spent := self._limiter.peek(limits, *key)) is not None:
-                    self._remember(key, clock.monotonic() + max(1, spent.retry_after))
-                continue
-            self._remember(key, clock.monotonic() + max(1, limited.retry_after))
-            refused = RateLimited("too many failed client authentications for this client; retry later",
-                                      retry_after=max(1, limited.retry_after))
+        limited = [self._limiter.fail(limits, *key) for limits, key in self._budgets(claimed, source)] if spend else []
+        waits = [x.retry_after for x in limited if x is not None]
         # labelled by the answer given: a failure that found its budget spent is answered 429
-        answer = "invalid_client" if refused is None else "rate_limited"
-        self._metrics.client_auth_failures.labels(endpoint, answer).inc()
-        if refused is not None:
-            raise refused
+        self._metrics.client_auth_failures.labels(endpoint, "rate_limited" if waits else "invalid_client").inc()
+        if waits:
+            raise RateLimited(_THROTTLED, retry_after=max(1, max(waits)))
 
-    def _remember(self, key: tuple[str, ...], until: float) -> None:
-        with self._lock:
-            if len(self._blocked) >= MAX_BLOCKED:
-                now = clock.monotonic()
-                for k in [k for k, t in self._blocked.items() if t <= now]:
-                    del self._blocked[k]
-                while len(self._blocked) >= MAX_BLOCKED:  # dicts keep insertion order: the oldest first
-                    del self._blocked[next(iter(self._blocked))]
-            self._blocked[key] = until
+
+_THROTTLED = "too many failed client authentications for this client; retry later"
